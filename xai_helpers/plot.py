@@ -1,0 +1,161 @@
+"""Figures: one house style, images, heatmap overlays and image x method grids.
+
+Every function returns a :class:`matplotlib.figure.Figure` that has already been closed with
+``plt.close``, so a notebook shows it exactly once (end a cell with the figure) and scripts leak
+no open figures. Heatmaps are drawn as raster images, so figures stay small as PNG.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = ["set_style", "to_numpy_image", "show_image", "overlay", "image_grid", "heatmap_grid"]
+
+STYLE = {
+    "figure.facecolor": "white",  # readable in the site's dark mode too
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+}
+
+
+def set_style() -> None:
+    """Apply the book's matplotlib style (white background, modest sizes)."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[1, 3, H, W]``, ``[3, H, W]``, ``[H, W, 3]`` or ``[H, W]`` -> numpy ``[H, W, 3]`` or ``[H, W]``."""
+    array = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {array.shape[0]}; index it first, e.g. x[0]")
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"cannot show an array shaped {list(array.shape)} as an image")
+    return array
+
+
+def show_image(ax: plt.Axes, image: torch.Tensor | np.ndarray, title: str | None = None) -> None:
+    """Draw an RGB image in [0, 1] (or a grey map) on ``ax`` without ticks."""
+    array = to_numpy_image(image)
+    ax.imshow(np.clip(array, 0, 1) if array.ndim == 3 else array, cmap=None if array.ndim == 3 else "gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+
+
+def overlay(
+    ax: plt.Axes,
+    image: torch.Tensor | np.ndarray,
+    heatmap: torch.Tensor | np.ndarray,
+    *,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    title: str | None = None,
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
+    """Draw ``heatmap`` (``[H, W]``, any size; stretched over the image) on top of ``image``."""
+    array = to_numpy_image(image)
+    show_image(ax, array, title)
+    heat = to_numpy_image(heatmap)
+    if heat.ndim != 2:
+        raise ValueError(f"a heatmap must be 2-D [H, W], got {list(heat.shape)}; reduce the channels first")
+    h, w = array.shape[:2]
+    im = ax.imshow(heat, cmap=cmap, alpha=alpha, extent=(-0.5, w - 0.5, h - 0.5, -0.5), vmin=vmin, vmax=vmax,
+                   interpolation="bilinear")
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    return im
+
+
+def image_grid(
+    images: Sequence[torch.Tensor | np.ndarray],
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int | None = None,
+    size: float = 2.4,
+    cmap: str | None = None,
+):
+    """Images side by side (``ncols`` per row). RGB images are shown as they are, 2-D maps with ``cmap``."""
+    n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {n} images but {len(titles)} titles")
+    ncols = min(n, ncols or n)
+    nrows = -(-n // ncols)
+    set_style()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        array = to_numpy_image(images[i])
+        if array.ndim == 2:
+            ax.imshow(array, cmap=cmap or "viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if titles:
+                ax.set_title(titles[i])
+        else:
+            show_image(ax, array, titles[i] if titles else None)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def heatmap_grid(
+    images: Sequence[torch.Tensor | np.ndarray],
+    maps: Mapping[str, Sequence[torch.Tensor | np.ndarray]],
+    *,
+    row_titles: Sequence[str] | None = None,
+    show_input: bool = True,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    size: float = 2.4,
+):
+    """A grid of images (rows) x methods (columns), each map overlaid on its image.
+
+    ``maps`` maps a method name to one ``[H, W]`` map per image. Maps are drawn with a shared
+    0-to-1 colour scale when they are normalised, so columns can be compared.
+    """
+    n_images = len(images)
+    for name, per_image in maps.items():
+        if len(per_image) != n_images:
+            raise ValueError(f"method {name!r} has {len(per_image)} maps for {n_images} images")
+    if row_titles is not None and len(row_titles) != n_images:
+        raise ValueError(f"got {n_images} images but {len(row_titles)} row titles")
+    ncols = len(maps) + int(show_input)
+    set_style()
+    fig, axes = plt.subplots(n_images, ncols, figsize=(size * ncols, size * n_images), squeeze=False)
+    for row, image in enumerate(images):
+        col = 0
+        if show_input:
+            show_image(axes[row, 0], image, "input" if row == 0 else None)
+            if row_titles:
+                axes[row, 0].set_ylabel(row_titles[row])
+            col = 1
+        for j, (name, per_image) in enumerate(maps.items()):
+            overlay(axes[row, col + j], image, per_image[row], alpha=alpha, cmap=cmap,
+                    title=name if row == 0 else None, colorbar=False)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
