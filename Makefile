@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed
 ROOT := $(CURDIR)
 NOTEBOOKS := $(ROOT)/_build/nbval
 JB := $(BIN)/jupyter-book build $(ROOT)/book --config $(ROOT)/_config.yml --toc $(ROOT)/_toc.yml
-export MPLBACKEND := Agg
 export XAI_BOOK_STATIC := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
