@@ -1,0 +1,36 @@
+"""xai_helpers: small, fast, tested explainable-AI methods for PyTorch CNNs.
+
+The code behind the book "Explaining CNNs". One module per idea:
+
+========================  ==================================================================
+``core``                  shared checks, layer lookup, hooks, state restore, post-processing
+``models``                EfficientNet-Lite0 with offline weights, SmallCNN, torchvision models
+``data``                  bundled photos, your own images, synthetic shapes with exact masks
+``cam``                   Grad-CAM and the CAM family
+``gradients``             saliency, deconvnet, guided backprop, guided Grad-CAM, SmoothGrad, IG
+``perturbation``          occlusion
+``featvis``               feature visualisation
+``evaluation``            deletion/insertion curves, pointing game, energy in mask
+``sanity``                model randomisation and map similarity
+``plot``, ``widgets``     figures and interactive explorers
+``training``              fast, seeded training of small models
+``receptive_field``       receptive fields, computed and measured
+``background``            teaching code for the background chapters
+========================  ==================================================================
+
+Every attribution method is called as ``method(model, x, target, ...)`` with ``x [B, 3, H, W]`` in
+[0, 1]. Submodules are imported on first use: ``import xai_helpers; xai_helpers.cam.grad_cam``.
+"""
+import importlib
+
+__version__ = "0.1.0"
+__all__ = [
+    "core", "models", "data", "cam", "gradients", "perturbation", "featvis", "evaluation",
+    "sanity", "plot", "widgets", "training", "receptive_field", "background",
+]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'xai_helpers' has no attribute {name!r}")
