@@ -6,6 +6,7 @@ with ``inspect.getsource``:
 * :func:`gradient_descent` -- the update ``x <- x - lr * grad(x)``, returning the whole path.
 * :func:`step` and :func:`perceptron` -- the step function and Rosenblatt's perceptron.
 * :func:`train_perceptron` -- the perceptron learning rule, one sample at a time, with a history.
+* :func:`linearly_separable` -- whether any perceptron classifies a labelled data set correctly.
 * :data:`XOR_X`, :data:`XOR_Y` -- the four corners of the unit square and their XOR labels.
 * :func:`draw_points` and :func:`draw_regions` -- a labelled 2-D point cloud and the regions a
   classifier assigns, on a matplotlib axis.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["XOR_X", "XOR_Y", "gradient_descent", "step", "perceptron", "PerceptronHistory",
-           "train_perceptron", "draw_points", "draw_regions"]
+           "train_perceptron", "linearly_separable", "draw_points", "draw_regions"]
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # [4, 2]: the inputs (x1, x2)
 XOR_Y = np.array([0, 1, 1, 0])                                       # [4]: x1 XOR x2
@@ -93,6 +94,26 @@ def train_perceptron(x: np.ndarray, y: np.ndarray, lr: float = 1.0, epochs: int 
         if stop_when_correct and mistakes == 0:
             break
     return PerceptronHistory(np.stack(ws), np.array(w0s), np.array(errors), counts)
+
+
+def linearly_separable(x: np.ndarray, y: np.ndarray) -> bool:
+    """True when some perceptron gets every point of ``x`` ``[B, n]`` right for labels ``y`` ``[B]`` in {0, 1}.
+
+    Solves a linear feasibility problem: find ``(w0, w)`` with ``w0 + w.x <= -1`` for class 0 and
+    ``w0 + w.x >= 0`` for class 1. Any separating weights can be scaled to satisfy it, so the problem
+    is feasible exactly when the classes are linearly separable.
+    """
+    from scipy.optimize import linprog
+
+    x_tilde = np.column_stack([np.ones(len(x)), np.asarray(x, dtype=float)])   # [B, n + 1]
+    y = np.asarray(y)
+    sign = np.where(y == 1, -1.0, 1.0)
+    bound = np.where(y == 1, 0.0, -1.0)
+    result = linprog(np.zeros(x_tilde.shape[1]), A_ub=sign[:, None] * x_tilde, b_ub=bound,
+                     bounds=[(None, None)] * x_tilde.shape[1], method="highs")
+    if result.status not in (0, 2):   # 0: feasible, 2: infeasible
+        raise RuntimeError(f"linprog failed: {result.message}")
+    return result.status == 0
 
 
 def draw_points(ax, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
