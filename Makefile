@@ -1,6 +1,7 @@
 # Two commands do all of the setup on a fresh machine:
 #   make book   builds the website, every chapter executed  -> _build/html/index.html
-#   make test   unit tests, every chapter under nbval, a strict book build, the browser test
+#   make test   unit tests, every chapter under nbval, a strict book build, the browser test,
+#               the Colab-start simulation
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -14,7 +15,16 @@ export XAI_BOOK_STATIC := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test test-unit test-notebooks test-book bench notebooks clean
+.PHONY: venv book test test-unit test-notebooks test-book test-site test-colab screenshots chromium mathjax bench notebooks clean
+
+# MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
+# registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
+# html_extra_path in _config.yml. Only the one combined script and its web fonts are kept (1.7 MB).
+MATHJAX_VERSION := 3.2.2
+MATHJAX_INTEGRITY := sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
+MATHJAX_DIR := $(ROOT)/_build/mathjax/_static/mathjax
+MATHJAX := $(MATHJAX_DIR)/tex-chtml-full.js
+SITE_DIR ?= $(ROOT)/_build/html
 
 venv: $(STAMP)
 
@@ -26,14 +36,28 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP)
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	@echo "== fetching MathJax $(MATHJAX_VERSION) from the npm registry"
+	rm -rf $(ROOT)/_build/mathjax-pack $(ROOT)/_build/mathjax && mkdir -p $(ROOT)/_build/mathjax-pack $(MATHJAX_DIR)
+	cd $(ROOT)/_build/mathjax-pack && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	test "sha512-$$(openssl dgst -sha512 -binary $(ROOT)/_build/mathjax-pack/mathjax-$(MATHJAX_VERSION).tgz | base64 -w0)" = "$(MATHJAX_INTEGRITY)"
+	tar -xzf $(ROOT)/_build/mathjax-pack/mathjax-$(MATHJAX_VERSION).tgz -C $(ROOT)/_build/mathjax-pack
+	mkdir -p $(MATHJAX_DIR)/output/chtml/fonts
+	cp -r $(ROOT)/_build/mathjax-pack/package/es5/output/chtml/fonts/woff-v2 $(MATHJAX_DIR)/output/chtml/fonts/
+	cp $(ROOT)/_build/mathjax-pack/package/LICENSE $(MATHJAX_DIR)/LICENSE
+	cp $(ROOT)/_build/mathjax-pack/package/es5/tex-chtml-full.js $(MATHJAX)
+	rm -rf $(ROOT)/_build/mathjax-pack
+
+book: $(STAMP) $(MATHJAX)
 	$(JB) -n -W --keep-going
 	@echo "The book is at $(ROOT)/_build/html/index.html"
 
-test: test-unit test-notebooks test-book
+test: test-unit test-notebooks test-book test-site test-colab
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab
 
 # nbval collects .ipynb only: convert the MyST chapters into a scratch folder first.
 test-notebooks: $(STAMP)
@@ -42,8 +66,34 @@ test-notebooks: $(STAMP)
 	  $(BIN)/jupytext --quiet --to ipynb --output $(NOTEBOOKS)/$$(basename $${f%.md}).ipynb $$f; done
 	cd $(NOTEBOOKS) && $(ROOT)/$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider -q .
 
-test-book: $(STAMP)
+test-book: $(STAMP) $(MATHJAX)
 	$(JB) -n -W --keep-going
+
+# Headless Chromium opens every page of the built site (run test-book or book first).
+# SITE_DIR=... checks another build; screenshots go to docs/screenshots/.
+test-site: $(STAMP) chromium
+	XAI_SITE_DIR=$(SITE_DIR) $(BIN)/python -m pytest tests/site -q -p no:cacheprovider
+
+# Refresh the README's screenshots from the current build.
+screenshots: $(STAMP) chromium
+	XAI_SITE_DIR=$(SITE_DIR) XAI_SCREENSHOT_DIR=$(ROOT)/docs/screenshots $(BIN)/python -m pytest tests/site -q -p no:cacheprovider -k screenshots
+
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "== installing chromium and chromium-driver (Debian packages)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+
+# A Colab start, simulated: a fresh venv with torch + torchvision (+ a kernel), then chapter 01
+# run end to end with google.colab present, so that its setup cell installs xai_helpers.
+test-colab: $(STAMP)
+	$(BIN)/python -m pytest tests/colab -q -p no:cacheprovider -m colab
+
+# Colab opens notebooks, not MyST: every chapter book/NN_*.md gets a book/NN_*.ipynb beside it,
+# without outputs (tests/test_notebooks_sync.py fails when one is missing or out of date).
+notebooks: $(STAMP)
+	for f in book/[0-9][0-9]_*.md; do \
+	  $(BIN)/jupytext --quiet --to ipynb --output $${f%.md}.ipynb $$f; done
+	for nb in book/[0-9][0-9]_*.ipynb; do [ -f "$${nb%.ipynb}.md" ] || rm -v "$$nb"; done
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
