@@ -1,0 +1,192 @@
+"""Sanity checks for saliency maps (Adebayo et al., 2018) and the similarity measures they use.
+
+* :func:`randomize_parameters` redraws a module's parameters at random, seeded;
+* :func:`cascading_randomization` randomises a *copy* of a model layer by layer, from the output
+  toward the input, and yields the copy after each step (the model passed in is never touched);
+* :func:`model_randomization_test` recomputes a set of attribution maps after every step and
+  compares them with the maps of the trained model;
+* :func:`spearman_rank_correlation` and :func:`ssim` compare two batches of maps ``[B, H, W]``.
+
+An explanation that stays the same when the weights it claims to explain are destroyed cannot be
+explaining those weights.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core import normalize_maps, resolve_layer
+
+__all__ = [
+    "randomize_parameters",
+    "cascading_randomization",
+    "model_randomization_test",
+    "SanityResult",
+    "rank",
+    "spearman_rank_correlation",
+    "ssim",
+]
+
+Step = str | Sequence[str]
+
+
+def randomize_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Redraw every parameter of ``module`` (and its submodules) in place, i.i.d. Gaussian.
+
+    Each parameter tensor gets values from ``N(mean, std^2)`` with the mean and standard deviation of
+    its trained values (a tensor with one element keeps its mean), so activations keep roughly their
+    size and the network neither dies nor explodes, while everything it learned is gone. Buffers
+    (batch-norm running statistics) are kept.
+    """
+    with torch.no_grad():
+        for p in module.parameters():
+            std = p.std() if p.numel() > 1 else p.new_zeros(())
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device="cpu").to(p.device)
+            p.copy_(p.mean() + std * noise)
+
+
+def _step_modules(model: nn.Module, step: Step) -> list[nn.Module]:
+    names = [step] if isinstance(step, str) else list(step)
+    return [resolve_layer(model, name) for name in names]
+
+
+def step_label(step: Step) -> str:
+    """A short label for a cascade step: the layer's name, or ``first..last`` for a group of layers."""
+    if isinstance(step, str):
+        return step
+    return step[0] if len(step) == 1 else f"{step[0]}..{step[-1].split('.')[-1]}"
+
+
+def cascading_randomization(
+    model: nn.Module, steps: Sequence[Step], *, seed: int = 0, include_original: bool = True
+) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(label, model copy)`` while randomising the layers in ``steps`` one step at a time.
+
+    ``steps`` lists layers (dotted names) from the output toward the input, e.g. ``["classifier",
+    "head", "blocks.15", ...]``; a step may be a list of names randomised together. The
+    randomisation is cumulative: after step ``k`` the layers of steps ``0..k`` are all random
+    (Adebayo et al.'s *cascading* randomisation). Everything happens on one ``copy.deepcopy`` of
+    ``model``, in eval mode, so the model passed in is untouched. With ``include_original`` the
+    unrandomised copy comes first, labelled ``"original"``. Step ``k`` uses a generator seeded
+    with ``seed + k``, so each step's weights do not depend on how many steps came before.
+    """
+    labels = [step_label(s) for s in steps]
+    work = copy.deepcopy(model).eval()
+    groups = [_step_modules(work, s) for s in steps]  # checks every name before any work
+    if include_original:
+        yield "original", work
+    for k, (label, modules) in enumerate(zip(labels, groups)):
+        generator = torch.Generator().manual_seed(seed + k)
+        for module in modules:
+            randomize_parameters(module, generator)
+        yield label, work
+
+
+@dataclass
+class SanityResult:
+    """What :func:`model_randomization_test` measured.
+
+    ``labels``: the step labels, ``"original"`` first. ``maps[method]``: ``[S, B, H, W]`` maps in
+    [0, 1], one per step. ``spearman[method]`` and ``ssim[method]``: ``[S, B]`` similarity of each
+    step's map to the original map (the first row is 1).
+    """
+
+    labels: list[str]
+    maps: dict[str, torch.Tensor]
+    spearman: dict[str, torch.Tensor]
+    ssim: dict[str, torch.Tensor]
+
+
+def model_randomization_test(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    methods: Mapping[str, Callable[[nn.Module, torch.Tensor, object], torch.Tensor]],
+    steps: Sequence[Step],
+    *,
+    seed: int = 0,
+) -> SanityResult:
+    """Cascading model-parameter randomisation test (Adebayo et al., 2018).
+
+    ``methods`` maps a name to ``method(model, x, target) -> [B, H, W]`` maps (e.g. absolute
+    values reduced over colours). Each method runs on the trained model and again after every
+    step of :func:`cascading_randomization`. The maps are min-max normalised per image; the
+    similarity to the original map is measured with :func:`spearman_rank_correlation` and
+    :func:`ssim`. The target stays the class chosen on the trained model.
+    """
+    per_step: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
+    labels = []
+    for label, randomized in cascading_randomization(model, steps, seed=seed):
+        labels.append(label)
+        for name, method in methods.items():
+            maps = method(randomized, x, target).detach()
+            if maps.dim() != 3:
+                raise ValueError(f"method {name!r} must return [B, H, W] maps, got shape {list(maps.shape)}")
+            per_step[name].append(normalize_maps(maps))
+    maps = {name: torch.stack(ms) for name, ms in per_step.items()}
+    spearman = {name: torch.stack([spearman_rank_correlation(m[0], mk) for mk in m]) for name, m in maps.items()}
+    similarity = {name: torch.stack([ssim(m[0], mk) for mk in m]) for name, m in maps.items()}
+    return SanityResult(labels, maps, spearman, similarity)
+
+
+def rank(values: torch.Tensor) -> torch.Tensor:
+    """Ranks ``1..n`` of each row of ``values [B, n]``; tied values share their average rank."""
+    ranks = torch.empty_like(values, dtype=torch.float64)
+    for i, row in enumerate(values):
+        unique, inverse, counts = torch.unique(row, sorted=True, return_inverse=True, return_counts=True)
+        last = counts.cumsum(0).double()                 # rank of the last copy of each unique value
+        ranks[i] = (last - (counts.double() - 1) / 2)[inverse]
+    return ranks
+
+
+def spearman_rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation between maps ``a`` and ``b`` ``[B, H, W]`` (any shape ``[B, ...]``): ``[B]``.
+
+    The Pearson correlation of the pixels' ranks (average ranks for ties, as ``scipy.stats.spearmanr``).
+    A constant map has no ranking: its correlation is reported as 0 instead of NaN.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+    ra, rb = rank(a.detach().flatten(1)), rank(b.detach().flatten(1))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denominator = (ra.pow(2).sum(1) * rb.pow(2).sum(1)).sqrt()
+    rho = (ra * rb).sum(1) / denominator.clamp_min(1e-300)
+    return torch.where(denominator > 0, rho, torch.zeros_like(rho)).float()
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-coords**2 / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity (Wang et al., 2004) of maps ``a`` and ``b`` ``[B, H, W]`` in [0, 1]: ``[B]``.
+
+    Local means, variances and covariance are Gaussian-weighted (``window`` x ``window``, standard
+    deviation ``sigma``) over the positions where the whole window fits (no padding);
+    ``SSIM = (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2))`` with
+    ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2`` and ``L = data_range``, averaged over positions. The same as
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)``. ``ssim(a, a) == 1``.
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(f"maps must both be [B, H, W], got {list(a.shape)} and {list(b.shape)}")
+    if min(a.shape[-2:]) < window:
+        raise ValueError(f"maps of size {list(a.shape[-2:])} are smaller than the {window}x{window} window")
+    w = _gaussian_window(window, sigma)[None, None]
+    a, b = a.detach().double()[:, None], b.detach().double()[:, None]
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a**2
+    var_b = F.conv2d(b * b, w) - mu_b**2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1).float()
