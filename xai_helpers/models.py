@@ -159,8 +159,8 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
 class SmallCNN(nn.Module):
     """A three-layer conv net ending in global average pooling and one linear layer.
 
-    Because it ends in GAP + linear, Grad-CAM at ``conv3``/``relu3`` equals CAM exactly, which the
-    tests use. Named layers: ``conv1``, ``relu1``, ``pool1``, ``conv2``, ``relu2``, ``pool2``,
+    Because it ends in GAP + linear, Grad-CAM at ``relu3`` (the input of the pooling) equals CAM
+    exactly, which the tests use; at ``conv3``, before the ReLU, it does not. Named layers: ``conv1``, ``relu1``, ``pool1``, ``conv2``, ``relu2``, ``pool2``,
     ``conv3``, ``relu3``, ``gap``, ``fc``.
 
     Input ``[B, C, H, W]`` in [0, 1]; output ``[B, num_classes]`` logits. With 64x64 inputs the
