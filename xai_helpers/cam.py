@@ -12,6 +12,7 @@ from torch import nn
 
 from .core import (
     Target,
+    as_targets,
     capture_activation,
     check_images,
     explaining,
@@ -51,15 +52,88 @@ def gradient_cam(model, x, target, layer, combine, *, relu=True, upsample=True, 
     return postprocess_maps(maps, tuple(x.shape[-2:]), relu=relu, upsample=upsample, normalize=normalize)
 
 
-def grad_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+def grad_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True,
+             counterfactual=False) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): ``ReLU(sum_k alpha_k^c A^k)`` with ``alpha_k^c = mean_ij dy^c/dA^k_ij``.
 
     ``x [B, 3, H, W]`` in [0, 1]; ``target`` an int, B ints or a LongTensor ``[B]``; ``layer`` a module
-    or a dotted name. Returns ``[B, H, W]`` (``[B, h, w]`` with ``upsample=False``).
+    or a dotted name. Returns ``[B, H, W]`` (``[B, h, w]`` with ``upsample=False``). With
+    ``counterfactual=True`` the gradients are negated: the map shows what speaks *against* the class.
+    """
+    sign = -1.0 if counterfactual else 1.0
+
+    def combine(activations, gradients):
+        alpha = sign * gradients.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]: one weight per channel
+        return (alpha * activations).sum(dim=1)                  # [B, h, w]
+
+    return gradient_cam(model, x, target, layer, combine, relu=relu, upsample=upsample, normalize=normalize)
+
+
+# ----------------------------------------------------------------------------- the rest of the family
+# Each variant below is one `combine(A, G)`; gradient_cam does the hooks, targets and post-processing.
+
+__all__ += ["grad_cam_plus_plus", "hires_cam", "layer_cam", "score_cam"]
+
+
+def grad_cam_plus_plus(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018): ``sum_k w_k A^k`` with ``w_k = sum_ij a^k_ij ReLU(G^k_ij)``.
+
+    ``a^k_ij = G^2 / (2 G^2 + sum_ab A^k_ab G^3)`` (powers elementwise at ``ij``): the paper's closed
+    form for the exponential of the score, whose higher derivatives are powers of the first. Where the
+    denominator is 0 the coefficient is 0. Same arguments and shapes as :func:`grad_cam`.
     """
 
     def combine(activations, gradients):
-        alpha = gradients.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]: one weight per channel
-        return (alpha * activations).sum(dim=1)           # [B, h, w]
+        g2 = gradients.pow(2)
+        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
+        coefficients = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
+        weights = (coefficients * gradients.clamp_min(0)).sum(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]
+        return (weights * activations).sum(dim=1)
 
     return gradient_cam(model, x, target, layer, combine, relu=relu, upsample=upsample, normalize=normalize)
+
+
+def hires_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): ``sum_k G^k * A^k``, the gradient kept per location, not averaged.
+
+    Same arguments and shapes as :func:`grad_cam`.
+    """
+    return gradient_cam(model, x, target, layer, lambda a, g: (g * a).sum(dim=1),
+                        relu=relu, upsample=upsample, normalize=normalize)
+
+
+def layer_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021): ``sum_k ReLU(G^k) * A^k``, only positive gradients, per location.
+
+    Same arguments and shapes as :func:`grad_cam`.
+    """
+    return gradient_cam(model, x, target, layer, lambda a, g: (g.clamp_min(0) * a).sum(dim=1),
+                        relu=relu, upsample=upsample, normalize=normalize)
+
+
+def score_cam(model, x, target, layer, *, batch_size=32, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020): ``sum_k w_k A^k`` with ``w_k`` from masked forward passes, no gradient.
+
+    Each channel ``A^k``, upsampled to the image and min-max scaled to [0, 1], becomes a mask ``M^k``;
+    ``w_k = p^c(x * M^k) - p^c(0)``, the increase of the target's *softmax probability* over that of
+    a black image (the paper's "channel-wise increase of confidence"). That is ``K + 2`` forward passes
+    per image, run ``batch_size`` masked images at a time. Same arguments and shapes as :func:`grad_cam`.
+    """
+    check_images(x)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    size = tuple(x.shape[-2:])
+    with explaining(model), torch.no_grad():
+        with capture_activation(model, layer, graph_from_layer=False) as capture:
+            logits = model(x)
+        targets = as_targets(target, x.shape[0], logits.shape[1], device=x.device)
+        activations = capture.activation                                            # [B, K, h, w]
+        baseline = model(torch.zeros_like(x)).softmax(1).gather(1, targets[:, None])  # [B, 1]
+        weights = torch.empty(activations.shape[:2], dtype=logits.dtype, device=x.device)  # [B, K]
+        for b in range(x.shape[0]):
+            masks = postprocess_maps(activations[b], size, relu=False)               # [K, H, W] in [0, 1]
+            for start in range(0, masks.shape[0], batch_size):
+                masked = x[b] * masks[start : start + batch_size, None]              # [n, 3, H, W]
+                weights[b, start : start + batch_size] = model(masked).softmax(1)[:, targets[b]]
+        maps = ((weights - baseline)[:, :, None, None] * activations).sum(dim=1)
+    return postprocess_maps(maps, size, relu=relu, upsample=upsample, normalize=normalize)

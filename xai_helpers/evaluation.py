@@ -1,18 +1,49 @@
 """Measuring whether an explanation is right.
 
+Faithfulness to the model, by perturbing the image in the order a map gives (Petsiuk et al. 2018):
+
+* :func:`deletion_curve` -- remove the most important pixels first (replace them by a baseline);
+  a faithful map makes the target's probability fall fast: a *low* area under the curve is good;
+* :func:`insertion_curve` -- start from the baseline and put the most important pixels back first;
+  a *high* area is good. Both call :func:`perturbation_curve` and return a :class:`Curve` with its
+  :attr:`Curve.auc`.
+
 Localisation against exact object masks (the synthetic data set has them):
 
 * :func:`energy_in_mask` -- the share of a map's mass that falls inside the object mask (the
   "energy-based pointing game");
 * :func:`pointing_game` -- a hit when the map's maximum falls inside the mask (optionally within a
   tolerance of it).
+
+Stability under model randomisation: :func:`map_similarity` (Spearman rank correlation and SSIM from
+:mod:`xai_helpers.sanity`). Cost: :func:`timed` and :func:`fastest_seconds`.
 """
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["energy_in_mask", "pointing_game"]
+from .core import Target, as_targets, check_images, explaining
+
+__all__ = [
+    "energy_in_mask",
+    "pointing_game",
+    "Curve",
+    "baseline_image",
+    "perturbation_order",
+    "perturbation_curve",
+    "deletion_curve",
+    "insertion_curve",
+    "map_similarity",
+    "timed",
+    "fastest_seconds",
+]
 
 
 def _check_maps_and_masks(maps: torch.Tensor, masks: torch.Tensor) -> None:
@@ -38,7 +69,11 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """Bool ``[B]``: does each map's maximum fall inside its mask (grown by ``tolerance`` pixels)?"""
+    """Bool ``[B]``: does each map's maximum fall inside its mask (grown by ``tolerance`` pixels)?
+
+    The mask is grown with a square ``(2 * tolerance + 1)``-pixel window. A map without a unique
+    maximum points at its first maximum in raster order.
+    """
     _check_maps_and_masks(maps, masks)
     if tolerance < 0:
         raise ValueError(f"tolerance is a number of pixels >= 0, got {tolerance}")
@@ -47,3 +82,143 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
         grown = F.max_pool2d(grown, 2 * tolerance + 1, stride=1, padding=tolerance)
     peak = maps.flatten(1).argmax(1)
     return grown.flatten(1).gather(1, peak[:, None])[:, 0] > 0
+
+
+# ----------------------------------------------------------------------------- deletion and insertion
+
+
+@dataclass
+class Curve:
+    """A deletion or insertion curve: ``scores [B, S+1]`` after perturbing ``fractions [S+1]`` of the pixels."""
+
+    fractions: torch.Tensor
+    scores: torch.Tensor
+
+    @property
+    def auc(self) -> torch.Tensor:
+        """Area under each curve ``[B]`` by the trapezoid rule over the fraction of pixels (0 to 1)."""
+        return torch.trapezoid(self.scores, self.fractions, dim=-1)
+
+
+def baseline_image(x: torch.Tensor, baseline: str | float | torch.Tensor = "blur", sigma: float = 5.0) -> torch.Tensor:
+    """What a removed pixel becomes: ``"blur"`` (the image under a Gaussian blur of ``sigma`` pixels),
+    a constant (``0.0`` black, ``0.5`` grey) or a tensor broadcastable to ``x [B, 3, H, W]``."""
+    if isinstance(baseline, str):
+        if baseline != "blur":
+            raise ValueError(f"baseline must be 'blur', a number or a tensor, got {baseline!r}")
+        from torchvision.transforms.functional import gaussian_blur
+
+        kernel = 2 * min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1) + 1  # reflection padding < image side
+        return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(x).expand_as(x)
+    return torch.full_like(x, float(baseline))
+
+
+def perturbation_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Rank ``[B, H*W]`` of each pixel, 0 for the most important. Ties are broken by a seeded random
+    permutation, so flat regions of a map are not visited in raster order (top rows first)."""
+    flat = maps.flatten(1).float()
+    shuffle = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed)).to(maps.device)
+    order = shuffle[flat[:, shuffle].argsort(dim=1, descending=True, stable=True)]  # [B, N] pixel indices
+    return torch.empty_like(order).scatter_(1, order, torch.arange(flat.shape[1], device=maps.device).expand_as(order))
+
+
+def _pixels_per_step(step: int | float, n_pixels: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise TypeError(f"step is a number of pixels (int) or a fraction of the image (float), got {step!r}")
+    if isinstance(step, float):
+        if not 0 < step <= 1:
+            raise ValueError(f"a fractional step must lie in (0, 1], got {step}")
+        return max(1, round(step * n_pixels))
+    if step < 1:
+        raise ValueError(f"step must be at least 1 pixel, got {step}")
+    return step
+
+
+def perturbation_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor,
+    target: Target,
+    *,
+    kind: str = "deletion",
+    step: int | float = 1 / 16,
+    baseline: str | float | torch.Tensor = "blur",
+    batch_size: int = 32,
+    score: str = "probability",
+    seed: int = 0,
+) -> Curve:
+    """A deletion or insertion curve (Petsiuk et al. 2018) of ``x [B, 3, H, W]`` ordered by ``maps [B, H, W]``.
+
+    ``kind="deletion"`` replaces the pixels by the baseline, most important first (a low
+    :attr:`Curve.auc` is good); ``kind="insertion"`` starts from the baseline and restores the pixels,
+    most important first (a high AUC is good). Only the order of the map's values matters (see
+    :func:`perturbation_order`). ``step`` is a number of pixels per step (int) or a fraction of the
+    image (float; the default 1/16 gives 16 steps, 17 points). ``baseline`` is ``"blur"``, a constant
+    or a tensor (:func:`baseline_image`). The ``B * (steps + 1)`` perturbed images run ``batch_size``
+    at a time; ``score`` is the target's softmax ``"probability"`` or its ``"logit"``.
+    """
+    check_images(x)
+    if kind not in ("deletion", "insertion"):
+        raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+    if maps.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"maps must be [B, H, W] = {[x.shape[0], *x.shape[-2:]]}, got {list(maps.shape)}")
+    if score not in ("probability", "logit"):
+        raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
+    n_pixels = maps[0].numel()
+    per_step = _pixels_per_step(step, n_pixels)
+    counts = torch.arange(0, n_pixels + per_step, per_step, device=x.device).clamp_max(n_pixels).unique()  # [S+1]
+    rank = perturbation_order(maps, seed).view_as(maps)         # [B, H, W]
+    base = baseline_image(x, baseline)
+    # A pixel whose rank is below the step's count has been switched: from x to the baseline, or back.
+    before, after = (x, base) if kind == "deletion" else (base, x)
+    jobs = torch.cartesian_prod(torch.arange(x.shape[0]), torch.arange(len(counts)))  # (image, step) pairs
+    scores = torch.empty(x.shape[0], len(counts), dtype=x.dtype, device=x.device)
+    with explaining(model), torch.no_grad():
+        targets = as_targets(target, x.shape[0], device=x.device)
+        for chunk in jobs.split(batch_size):
+            b, s = chunk[:, 0], chunk[:, 1]
+            switched = (rank[b] < counts[s, None, None])[:, None]  # [n, 1, H, W]
+            logits = model(torch.where(switched, after[b], before[b]))
+            values = logits.softmax(1) if score == "probability" else logits
+            scores[b, s] = values.gather(1, targets[b, None])[:, 0]
+    return Curve(counts.to(x.dtype) / n_pixels, scores)
+
+
+def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options) -> Curve:
+    """:func:`perturbation_curve` with ``kind="deletion"``: remove the most important pixels first (low AUC is good)."""
+    return perturbation_curve(model, x, maps, target, kind="deletion", **options)
+
+
+def insertion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options) -> Curve:
+    """:func:`perturbation_curve` with ``kind="insertion"``: restore the most important pixels first (high AUC is good)."""
+    return perturbation_curve(model, x, maps, target, kind="insertion", **options)
+
+
+# ----------------------------------------------------------------------------- stability and cost
+
+
+def map_similarity(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Spearman rank correlation and SSIM ``[B]`` between maps ``[B, H, W]`` of the trained and a
+    randomised model (the sanity check of Adebayo et al., as a number: high means the map ignores
+    the weights). The two measures come from :mod:`xai_helpers.sanity`."""
+    from .sanity import spearman_rank_correlation, ssim
+
+    return {"spearman": spearman_rank_correlation(before, after), "ssim": ssim(before, after)}
+
+
+def timed(fn: Callable, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds)`` measured with a wall clock."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def fastest_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Shortest wall time of ``fn()`` over ``repeats`` calls, after one untimed warm-up call.
+
+    The minimum, not the mean: other programs on a shared machine only ever add time.
+    """
+    fn()
+    return min(timed(fn)[1] for _ in range(repeats))
