@@ -90,9 +90,10 @@ test-colab: $(STAMP)
 
 # Colab opens notebooks, not MyST: every chapter book/NN_*.md gets a book/NN_*.ipynb beside it,
 # without outputs (tests/test_notebooks_sync.py fails when one is missing or out of date).
+# --update keeps the cell ids of unchanged cells, so regenerating leaves unchanged notebooks alone.
 notebooks: $(STAMP)
 	for f in book/[0-9][0-9]_*.md; do \
-	  $(BIN)/jupytext --quiet --to ipynb --output $${f%.md}.ipynb $$f; done
+	  $(BIN)/jupytext --quiet --update --to ipynb --output $${f%.md}.ipynb $$f; done
 	for nb in book/[0-9][0-9]_*.ipynb; do [ -f "$${nb%.ipynb}.md" ] || rm -v "$$nb"; done
 
 bench: $(STAMP)
