@@ -407,14 +407,6 @@ def relu_rule(model: nn.Module, rule: str | BackwardRule) -> Iterator[list[str]]
             handle.remove()
 
 
-def _nested_compiled(model: nn.Module) -> str | None:
-    """The name of a submodule compiled with ``torch.compile`` (an ``OptimizedModule``), if any."""
-    for name, m in model.named_modules():
-        if name and type(m).__name__ == "OptimizedModule":
-            return name
-    return None
-
-
 def input_gradients(
     model: nn.Module, x: torch.Tensor, target: Target, rule: str | BackwardRule | None = None
 ) -> torch.Tensor:
