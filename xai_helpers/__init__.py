@@ -7,7 +7,10 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``models``                EfficientNet-Lite0 with offline weights, SmallCNN, torchvision models
 ``data``                  bundled photos, your own images, synthetic shapes with exact masks
 ``cam``                   Grad-CAM and the CAM family
-``gradients``             saliency, deconvnet, guided backprop, guided Grad-CAM, SmoothGrad, IG
+``rules``                 backward rules (gradient, deconvnet, guided) as objects, and how they apply
+``gradients``             saliency, deconvnet, guided backprop, guided Grad-CAM, SmoothGrad
+``integrated``            Integrated Gradients: quadratures, completeness, tolerance mode
+``display``               pixel-space attributions as maps and images
 ``perturbation``          occlusion
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
@@ -25,7 +28,7 @@ import importlib
 
 __version__ = "0.1.0"
 __all__ = [
-    "core", "models", "data", "cam", "gradients", "perturbation", "featvis", "evaluation",
+    "core", "models", "data", "cam", "rules", "gradients", "integrated", "display", "perturbation", "featvis", "evaluation",
     "sanity", "plot", "widgets", "training", "receptive_field", "background",
 ]
 
