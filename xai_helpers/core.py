@@ -382,7 +382,9 @@ class Capture:
 
 
 @contextmanager
-def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_layer: bool = True) -> Iterator[Capture]:
+def capture_activation(
+    model: nn.Module, layer: nn.Module | str, *, graph_from_layer: bool = True, spatial: bool = False
+) -> Iterator[Capture]:
     """Record ``layer``'s output during ``model(x)``; the hook is removed on exit, even after an error.
 
     With ``graph_from_layer`` (the default) the caller runs the forward pass under
@@ -390,7 +392,8 @@ def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_l
     ``capture.activation`` is a leaf that requires grad, and ``torch.autograd.grad(score,
     capture.activation)`` walks back only from the output to the layer. The layer's output is
     passed on as a copy, so in-place operations after the layer (``ReLU(inplace=True)``) cannot
-    change what was recorded.
+    change what was recorded. With ``spatial`` the hook raises a clear error unless the output is a
+    map ``[B, C, h, w]`` (:func:`check_spatial_activation`).
     """
     module = resolve_layer(model, layer)
     capture = Capture(layer=layer if isinstance(layer, str) else type(layer).__name__)
@@ -404,6 +407,8 @@ def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_l
             )
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {capture.layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
+        if spatial:
+            check_spatial_activation(output, capture.layer)
         if graph_from_layer:
             torch.set_grad_enabled(True)  # reset by the caller's `with torch.no_grad()` on exit
             capture.activation = output.detach().requires_grad_(True)
