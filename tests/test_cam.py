@@ -282,3 +282,41 @@ def test_error_layer_the_score_does_not_depend_on():
     model = Net(forward, side=nn.Conv2d(3, 3, 1), fc=nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="does not depend on layer 'side'"):
         grad_cam(model, torch.rand(1, 3, 4, 4), 0, "side")
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts its calls: it shows whether the graph reaches it."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        _CountBackward.calls += 1
+        return g
+
+
+def test_the_graph_starts_at_the_layer():
+    # Issue 11, part 2: the forward pass runs under no_grad up to the layer, the hook switches grad
+    # mode on there. Nothing before the layer is recorded, inside or outside the caller's no_grad.
+    torch.manual_seed(0)
+    counter = Net(lambda net, x: _CountBackward.apply(x))
+    model = nn.Sequential(counter, nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    x = torch.rand(2, 3, 6, 6)
+    _CountBackward.calls = 0
+    a, g, _ = activations_and_gradients(model, x, [0, 2], "2")
+    with torch.no_grad():
+        a2, g2, _ = activations_and_gradients(model, x, [0, 2], "2")
+    assert _CountBackward.calls == 0
+    # and the gradient is the full-graph one
+    full = x.clone().requires_grad_(True)
+    kept = {}
+    handle = model[2].register_forward_hook(lambda m, i, o: kept.setdefault("a", o))
+    scores = model(full).gather(1, torch.tensor([[0], [2]]))[:, 0]
+    handle.remove()
+    (reference,) = torch.autograd.grad(scores.sum(), kept["a"])
+    assert torch.allclose(g, reference, atol=1e-6) and torch.equal(g, g2) and torch.equal(a, a2)

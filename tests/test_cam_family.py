@@ -104,24 +104,55 @@ def test_variants_combine_activations_and_gradients_as_their_equations_say():
     assert torch.allclose(grad_cam_plus_plus(model, x, [1, 3], "3", **RAW), expected)
 
 
-def score_cam_by_hand(model, x, target, layer_module):
-    """One channel at a time, straight from Wang et al. (2020), eqs. 5-8."""
+def score_cam_by_hand(model, x, target, layer_module, weighting="increase"):
+    """One channel at a time, straight from Wang et al. (2020), eqs. 5-8 and Algorithm 1.
+
+    ``"increase"``: ``w_k = p^c(x M^k) - p^c(0)`` (softmax probabilities); ``"softmax"``: the logit
+    increases ``f^c(x M^k) - f^c(0)`` with a softmax over the channels (the baseline is kept here,
+    though it cancels, to check that it does).
+    """
     store = {}
     handle = layer_module.register_forward_hook(lambda m, i, o: store.__setitem__("a", o.detach()))
+    score = (lambda out: out.softmax(1)[0, target]) if weighting == "increase" else (lambda out: out[0, target])
     with torch.no_grad():
         model(x)
         handle.remove()
         a = store["a"][0]
-        base = model(torch.zeros_like(x)).softmax(1)[0, target]
-        total = torch.zeros(a.shape[1:], dtype=x.dtype)
+        base = score(model(torch.zeros_like(x)))
+        increases = []
         for k in range(a.shape[0]):
             mask = F.interpolate(a[k][None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
             span = mask.max() - mask.min()
             mask = (mask - mask.min()) / span if span > 0 else torch.zeros_like(mask)
-            weight = model(x * mask).softmax(1)[0, target] - base
-            total += weight * a[k]
+            increases.append(score(model(x * mask)) - base)
+        weights = torch.stack(increases)
+        if weighting == "softmax":
+            weights = torch.exp(weights) / torch.exp(weights).sum()
+        total = torch.zeros(a.shape[1:], dtype=x.dtype)
+        for k in range(a.shape[0]):
+            total += weights[k] * a[k]
     cam = F.interpolate(total.clamp_min(0)[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
     return normalize_maps(cam)
+
+
+@pytest.mark.parametrize("weighting", ["increase", "softmax"])
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_score_cam_weightings_match_a_loop_over_channels(weighting, batch_size):
+    model = conv_net(seed=7)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    maps = score_cam(model, x, [3, 1], "3", batch_size=batch_size, weighting=weighting)
+    for b, t in enumerate([3, 1]):
+        assert torch.allclose(maps[b], score_cam_by_hand(model, x[b : b + 1], t, model[3], weighting)[0], atol=1e-12)
+
+
+def test_score_cam_weightings_differ_and_the_default_is_unchanged():
+    model = conv_net(seed=8)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    raw = {w: score_cam(model, x, 2, "3", weighting=w, **RAW) for w in ("increase", "softmax")}
+    assert torch.equal(score_cam(model, x, 2, "3", **RAW), raw["increase"])
+    assert not torch.allclose(raw["increase"] / raw["increase"].abs().max(), raw["softmax"] / raw["softmax"].abs().max())
+    with pytest.raises(ValueError, match="weighting must be 'increase' or 'softmax'"):
+        score_cam(model, x, 2, "3", weighting="paper")
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 64])

@@ -157,8 +157,8 @@ def test_foreign_module_and_bad_type_are_errors():
 
 def test_find_last_conv_layer():
     assert find_last_conv_layer(efficientnet_lite0(pretrained=False)) == "head"
-    assert find_last_conv_layer(SmallCNN()) == "conv3"
-    assert find_last_conv_layer(tiny_net()) == "2"
+    assert find_last_conv_layer(SmallCNN()) == "relu3"  # was "conv3", the pre-ReLU map (issue 11, item 3)
+    assert find_last_conv_layer(tiny_net()) == "3"
     torchvision = pytest.importorskip("torchvision")
     assert find_last_conv_layer(torchvision.models.resnet18(weights=None)) == "layer4"
     with pytest.raises(ValueError, match="no nn.Conv2d"):

@@ -14,7 +14,9 @@ from .core import (
     Target,
     as_targets,
     capture_activation,
+    check_autograd_available,
     check_images,
+    check_logits,
     explaining,
     postprocess_maps,
     select_scores,
@@ -28,18 +30,24 @@ def activations_and_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Activations ``A [B, K, h, w]`` of ``layer``, gradients ``dy^c/dA [B, K, h, w]``, logits ``[B, N]``.
 
-    The forward pass runs without autograd up to ``layer``; the backward pass stops there, so no
-    parameter gets a ``.grad``. The model's mode and flags are restored, and the hook removed, even
-    if the model raises.
+    Autograd records only the part of the model after ``layer``, so no parameter gets a ``.grad`` and
+    the cost is about one forward pass. The model's mode and flags are restored, and the hook removed,
+    even if the model raises.
     """
     check_images(x)
-    with explaining(model), capture_activation(model, layer) as capture:
-        with torch.no_grad():
-            logits = model(x)
+    check_autograd_available("activations_and_gradients")
+    with explaining(model), capture_activation(model, layer, graph_from_layer=True, spatial=True) as capture:
+        with torch.no_grad():  # no graph for the layers before `layer` ...
+            # ... until the hook on `layer` runs: it stores the layer's output A as a new leaf that
+            # requires grad and calls torch.set_grad_enabled(True), so from A to the scores autograd
+            # records the graph. Leaving this block switches grad mode back to what it was.
+            logits = check_logits(model(x))        # [B, N]
             scores = select_scores(logits, target)  # [B]
-            if not scores.requires_grad:
-                raise RuntimeError(f"the model's output does not depend on layer {capture.layer!r}")
-            (gradients,) = torch.autograd.grad(scores.sum(), capture.activation, allow_unused=True)
+        if not scores.requires_grad:
+            raise RuntimeError(f"the model's output does not depend on layer {capture.layer!r}")
+        # Backward from the scores to A, where the graph starts. Output gradients of ones give the
+        # gradient of scores.sum(): each image its own, since images do not interact in eval mode.
+        (gradients,) = torch.autograd.grad(scores, capture.activation, torch.ones_like(scores), allow_unused=True)
     if gradients is None:
         raise RuntimeError(f"the target scores do not depend on layer {capture.layer!r}")
     return capture.activation.detach(), gradients, logits.detach()
@@ -111,29 +119,51 @@ def layer_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=Tr
                         relu=relu, upsample=upsample, normalize=normalize)
 
 
-def score_cam(model, x, target, layer, *, batch_size=32, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+def score_cam(model, x, target, layer, *, batch_size=32, weighting="increase", relu=True, upsample=True,
+              normalize=True) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): ``sum_k w_k A^k`` with ``w_k`` from masked forward passes, no gradient.
 
-    Each channel ``A^k``, upsampled to the image and min-max scaled to [0, 1], becomes a mask ``M^k``;
-    ``w_k = p^c(x * M^k) - p^c(0)``, the increase of the target's *softmax probability* over that of
-    a black image (the paper's "channel-wise increase of confidence"). That is ``K + 2`` forward passes
-    per image, run ``batch_size`` masked images at a time. Same arguments and shapes as :func:`grad_cam`.
+    Each channel ``A^k``, upsampled to the image and min-max scaled to [0, 1], becomes a mask ``M^k``,
+    and the masked image ``x * M^k`` goes through the model. Two weightings, both from the paper's
+    circle (``p^c`` the target's softmax probability over classes, ``f^c`` its logit):
+
+    * ``weighting="increase"`` (the default, the one the book's figures use):
+      ``w_k = p^c(x * M^k) - p^c(0)``, the increase of the target's probability over a black image.
+      This is the paper's "channel-wise increase of confidence" measured on the softmax probability,
+      as the authors' released code scores the masked images, but without the softmax over channels
+      of the paper's Algorithm 1. ``K + 2`` forward passes per image.
+    * ``weighting="softmax"``: ``w = softmax_k(f^c(x * M^k) - f^c(X_b))``, the increases of the logit
+      normalised by a softmax over the ``K`` channels, as in Algorithm 1. The baseline cancels in the
+      softmax (it shifts every channel by the same amount), so it is not computed: ``K + 1`` passes.
+
+    The masked images run ``batch_size`` at a time. Same arguments and shapes as :func:`grad_cam`.
     """
     check_images(x)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if weighting not in ("increase", "softmax"):
+        raise ValueError(f"weighting must be 'increase' or 'softmax', got {weighting!r}")
     size = tuple(x.shape[-2:])
     with explaining(model), torch.no_grad():
-        with capture_activation(model, layer, graph_from_layer=False) as capture:
-            logits = model(x)
+        with capture_activation(model, layer, graph_from_layer=False, spatial=True) as capture:
+            logits = check_logits(model(x))
         targets = as_targets(target, x.shape[0], logits.shape[1], device=x.device)
         activations = capture.activation                                            # [B, K, h, w]
-        baseline = model(torch.zeros_like(x)).softmax(1).gather(1, targets[:, None])  # [B, 1]
+
+        def score(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:    # [n, 3, H, W] -> [n]
+            out = model(images)
+            out = out.softmax(1) if weighting == "increase" else out  # probability, or the logit
+            return out.gather(1, classes[:, None])[:, 0]
+
         weights = torch.empty(activations.shape[:2], dtype=logits.dtype, device=x.device)  # [B, K]
         for b in range(x.shape[0]):
             masks = postprocess_maps(activations[b], size, relu=False)               # [K, H, W] in [0, 1]
             for start in range(0, masks.shape[0], batch_size):
                 masked = x[b] * masks[start : start + batch_size, None]              # [n, 3, H, W]
-                weights[b, start : start + batch_size] = model(masked).softmax(1)[:, targets[b]]
-        maps = ((weights - baseline)[:, :, None, None] * activations).sum(dim=1)
+                weights[b, start : start + batch_size] = score(masked, targets[b].expand(len(masked)))
+        if weighting == "increase":
+            weights = weights - score(torch.zeros_like(x), targets)[:, None]          # minus p^c(black)
+        else:
+            weights = weights.softmax(1)                                             # over the K channels
+        maps = (weights[:, :, None, None] * activations).sum(dim=1)
     return postprocess_maps(maps, size, relu=relu, upsample=upsample, normalize=normalize)

@@ -1,6 +1,8 @@
 """The machinery every attribution method shares, written once.
 
-* input checks: :func:`check_images`, :func:`as_targets` (clear errors that name the fix);
+* input checks: :func:`check_images`, :func:`as_targets`, :func:`check_logits`,
+  :func:`check_autograd_available`, :func:`check_spatial_activation` (clear errors that name the fix);
+* :class:`SelectOutput`: wraps a model that returns a tuple or a dict, so that it returns the logits;
 * layers: :func:`resolve_layer` (a module or a dotted name), :func:`find_last_conv_layer`;
 * model state: :func:`explaining` puts a model in eval mode and freezes its parameters for the
   duration of an explanation, then restores the mode and every ``requires_grad`` flag;
@@ -12,7 +14,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +27,10 @@ from torch import nn
 __all__ = [
     "check_images",
     "as_targets",
+    "check_logits",
+    "check_autograd_available",
+    "check_spatial_activation",
+    "SelectOutput",
     "select_scores",
     "resolve_layer",
     "layer_name",
@@ -34,11 +42,20 @@ __all__ = [
     "postprocess_maps",
 ]
 
-Target = int | Sequence[int] | torch.Tensor
+Target = int | Sequence[int] | torch.Tensor  # NumPy integers and integer arrays are accepted too
+
+# Images are expected in [0, 1]. A maximum above this is far outside that range (ImageNet-normalised
+# images stay below 2.7, SmoothGrad's noisy copies below about 2) and almost surely means [0, 255].
+_MAX_PLAUSIBLE_PIXEL = 5.0
 
 
-def check_images(x: torch.Tensor) -> None:
-    """Raise a clear error unless ``x`` is a float tensor ``[B, C, H, W]``."""
+def check_images(x: torch.Tensor, *, warn_range: bool = True) -> None:
+    """Raise a clear error unless ``x`` is a float tensor ``[B, C, H, W]``.
+
+    With ``warn_range`` it also warns when ``x.max() > 5``: the methods expect images in [0, 1], and
+    such a value almost surely means an image in [0, 255] (divide it by 255). Methods that check
+    images they made themselves (noisy or interpolated copies) can pass ``warn_range=False``.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
     if x.dim() != 4:
@@ -50,16 +67,32 @@ def check_images(x: torch.Tensor) -> None:
         )
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch")
+    if warn_range and x.numel():
+        top = float(x.detach().max())
+        if top > _MAX_PLAUSIBLE_PIXEL:
+            warnings.warn(
+                f"x has values up to {top:g}, but the methods expect images in [0, 1]: an image in "
+                "[0, 255] should be divided by 255 (x / 255). If x is normalised (mean/std), put the "
+                "normalisation inside the model (xai_helpers.models.Normalize) and pass x in [0, 1].",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def as_targets(target: Target, batch_size: int, num_classes: int | None = None, device=None) -> torch.Tensor:
     """Turn an int, a sequence of ``B`` ints or a LongTensor ``[B]`` into a LongTensor ``[B]``.
 
+    NumPy integers (``np.int64(3)``) and integer arrays (0-D or ``[B]``) count as ints and tensors.
     An int is used for every image. A sequence or tensor must have exactly one entry per image.
     With ``num_classes`` given, every entry must lie in ``[0, num_classes)``.
     """
     if isinstance(target, bool):
         raise TypeError("target must be a class index, not a bool")
+    if not isinstance(target, torch.Tensor) and hasattr(target, "__array__") and hasattr(target, "dtype"):
+        # a NumPy array (or scalar): integer kinds become a tensor, anything else is an error below
+        if getattr(target.dtype, "kind", "") not in ("i", "u"):
+            raise TypeError(f"a target array must hold integer class indices, got dtype {target.dtype}")
+        target = torch.as_tensor(target.__array__()).long()
     if isinstance(target, torch.Tensor):
         if target.is_floating_point() or target.dtype == torch.bool:
             raise TypeError(f"a target tensor must hold integer class indices, got dtype {target.dtype}")
@@ -68,12 +101,12 @@ def as_targets(target: Target, batch_size: int, num_classes: int | None = None, 
         elif target.dim() != 1:
             raise ValueError(f"a target tensor must be 1-D [B], got shape {list(target.shape)}")
         targets = target.long()
-    elif isinstance(target, int):
-        targets = torch.full((batch_size,), target, dtype=torch.long)
+    elif isinstance(target, numbers.Integral):  # int, and NumPy's integer scalars
+        targets = torch.full((batch_size,), int(target), dtype=torch.long)
     elif isinstance(target, Sequence) and not isinstance(target, str):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError(f"every target must be an int class index, got {list(target)!r}")
-        targets = torch.tensor(list(target), dtype=torch.long)
+        targets = torch.tensor([int(t) for t in target], dtype=torch.long)
     else:
         raise TypeError(f"target must be an int, a sequence of ints or a LongTensor, got {type(target).__name__}")
     if targets.numel() != batch_size:
@@ -89,10 +122,94 @@ def as_targets(target: Target, batch_size: int, num_classes: int | None = None, 
     return targets.to(device) if device is not None else targets
 
 
+def check_logits(output: object) -> torch.Tensor:
+    """``output`` if it is a logits tensor ``[B, num_classes]``; else an error that says how to get one.
+
+    A tuple, list or dict (torchvision's GoogLeNet in training mode returns a namedtuple, HuggingFace
+    models a dict with ``"logits"``) is answered with the :class:`SelectOutput` wrapper that picks
+    the logits; a 1-D output (a batch dimension dropped, or one score per image) with how to fix it.
+    """
+    if isinstance(output, torch.Tensor):
+        if output.dim() == 2:
+            return output
+        if output.dim() == 1:
+            raise ValueError(
+                f"the model returned 1-D scores of shape {list(output.shape)}; the methods need logits "
+                "[B, num_classes], one row per image. If the model squeezes its output, keep the batch "
+                "dimension; a model with one score per image should return [B, 1] (e.g. out[:, None])."
+            )
+        raise ValueError(f"the model must return logits [B, num_classes], got shape {list(output.shape)}")
+    if isinstance(output, Mapping):
+        keys = list(output.keys())
+        key = "logits" if "logits" in output else (keys[0] if keys else "logits")
+        raise TypeError(
+            f"the model returned a {type(output).__name__} with keys {keys}, not a tensor of logits "
+            f"[B, num_classes]. Wrap it so that it returns the logits: "
+            f"xai_helpers.core.SelectOutput(model, {key!r})"
+        )
+    if isinstance(output, (tuple, list)):
+        fields = getattr(output, "_fields", None)  # a namedtuple names its entries
+        named = f" (fields {list(fields)})" if fields else ""
+        raise TypeError(
+            f"the model returned a {type(output).__name__} of {len(output)} outputs{named}, not a tensor of "
+            "logits [B, num_classes]. Wrap it so that it returns the logits: "
+            "xai_helpers.core.SelectOutput(model, 0) (or the index of the logits)"
+        )
+    raise TypeError(f"the model must return a tensor of logits [B, num_classes], got {type(output).__name__}")
+
+
+class SelectOutput(nn.Module):
+    """``model`` with one of its outputs picked: ``SelectOutput(model, key)(x) = model(x)[key]``.
+
+    For models that return a tuple (``key=0``), a namedtuple (an index or a field name) or a dict
+    (``key="logits"``, e.g. HuggingFace). The wrapped model's layers are named ``"model.<name>"``.
+    """
+
+    def __init__(self, model: nn.Module, key: int | str = 0):
+        super().__init__()
+        self.model = model
+        self.key = key
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        output = self.model(*args, **kwargs)
+        try:
+            if isinstance(self.key, str) and not isinstance(output, Mapping):
+                return getattr(output, self.key)  # a namedtuple's field
+            return output[self.key]
+        except (KeyError, IndexError, AttributeError, TypeError) as err:
+            raise KeyError(f"the model's {type(output).__name__} output has no entry {self.key!r}") from err
+
+
+def check_autograd_available(method: str = "this method") -> None:
+    """Raise a clear error inside ``torch.inference_mode()``, where no method can take a gradient.
+
+    ``torch.no_grad()`` is fine: the methods switch gradients on where they need them. Inference mode
+    cannot be switched off from inside, so ``method`` must be called outside the ``with`` block.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{method} needs autograd, but it was called inside torch.inference_mode(), which disables "
+            "autograd for everything in the block. Call it outside that block (inside torch.no_grad() "
+            "is fine)."
+        )
+
+
+def check_spatial_activation(activation: torch.Tensor, layer: str) -> None:
+    """Raise a clear error unless ``layer``'s output is a map ``[B, C, h, w]`` (what CAMs combine)."""
+    if activation.dim() != 4:
+        raise ValueError(
+            f"CAM methods need a layer whose output is a spatial map [B, C, h, w]; layer {layer!r} outputs "
+            f"shape {list(activation.shape)}. Pick a convolutional layer, e.g. find_last_conv_layer(model)."
+        )
+
+
 def select_scores(logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """The target class's score for each image: ``logits [B, K]`` -> ``[B]`` (targets are checked)."""
-    if logits.dim() != 2:
-        raise ValueError(f"the model must return logits [B, num_classes], got shape {list(logits.shape)}")
+    """The target class's score for each image: ``logits [B, K]`` -> ``[B]`` (output and targets checked).
+
+    Every method calls it on the model's output, so a tuple, a dict or 1-D scores get the errors of
+    :func:`check_logits` everywhere.
+    """
+    logits = check_logits(logits)
     targets = as_targets(target, logits.shape[0], logits.shape[1], device=logits.device)
     return logits.gather(1, targets[:, None])[:, 0]
 
@@ -122,30 +239,115 @@ def layer_name(model: nn.Module, layer: nn.Module | str) -> str:
     return next(name for name, m in model.named_modules() if m is module)
 
 
-def find_last_conv_layer(model: nn.Module) -> str:
-    """The dotted name of the last module that *contains* a ``Conv2d`` and outputs spatial maps.
+_RESIZING_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
-    It prefers the outermost such block that ends the convolutional part, e.g. ``"head"`` for
-    EfficientNet-Lite0 or ``"layer4"`` for a torchvision ResNet, so that the activation it names is
-    what the classifier pools. Falls back to the last ``Conv2d`` itself.
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are one tensor (the same object, or the same view of the same memory)."""
+    return a is b or (
+        a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+    )
+
+
+def find_last_conv_layer(
+    model: nn.Module, *, input_size: int | tuple[int, int] | tuple[int, int, int] | None = None
+) -> str:
+    """The dotted name of the module whose output ``[B, C, h, w]`` the classifier pools.
+
+    Found from the model's forward pass, not from its names: one dummy image ``[1, C, H, W]`` (``C``
+    from the first ``nn.Conv2d``, ``H = W = 224`` unless ``input_size`` gives ``(H, W)``, ``(C, H, W)``
+    or a side) runs through the model in eval mode, without autograd, with a forward hook on every
+    module. In the order the modules finish, the answer is
+
+    1. the last tensor with a spatial extent: 4-D ``[B, C, h, w]`` with ``h * w > 1``, not counting
+       the output of an adaptive pooling module (that resizes the map for the classifier, e.g. VGG's
+       ``avgpool`` to 7x7); after it the spatial dimensions collapse (pooling, flattening);
+    2. produced by the module that finished last among those returning that tensor, i.e. the
+       outermost block (``"layer4"`` rather than ``"layer4.1"``), or the in-place activation after a
+       convolution rather than the convolution. Modules that run more than once are skipped.
+
+    Examples: ``"layer4"`` (ResNet), ``"features"`` (VGG, ConvNeXt, EfficientNet, MobileNet, DenseNet),
+    ``"Mixed_7c"`` (Inception v3), ``"inception5b"`` (GoogLeNet), ``"trunk_output"`` (RegNet),
+    ``"conv5"`` (ShuffleNet), ``"head"`` (EfficientNet-Lite0), ``"relu3"`` (SmallCNN). Two cases to know:
+
+    * DenseNet's classifier pools ``F.relu(features)``, a functional call no module hook can reach:
+      the answer, ``"features"``, is the tensor one ReLU before the pooled one (negative values kept).
+    * SqueezeNet's classifier is a 1x1 convolution followed by global pooling, so the pooled tensor is
+      the class-score map itself (``"classifier.2"``); Grad-CAM there is CAM of the class map.
+
+    Swin transformers and MaxViT pool a ``[B, C, h, w]`` map too and get an answer (``"permute"``,
+    ``"blocks"``). A model that turns its map into tokens ``[B, N, D]`` after the last spatial tensor
+    (a vision transformer, which classifies a class token) has no such layer: a ``ValueError`` says
+    so. The hooks are removed and the model's mode and ``requires_grad`` flags restored, even after
+    an error.
     """
-    named = list(model.named_modules())
-    convs = [name for name, m in named if isinstance(m, nn.Conv2d)]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("the model has no nn.Conv2d layer; pass the layer to explain explicitly")
-    last_conv = convs[-1]
-    # Walk up from the last conv to the largest ancestor whose last conv is still this one and that
-    # is not the whole model (or a top-level Sequential wrapping everything).
-    parts = last_conv.split(".")
-    best = last_conv
-    for depth in range(len(parts) - 1, 0, -1):
-        ancestor = ".".join(parts[:depth])
-        module = dict(named)[ancestor]
-        has_head_after = any(isinstance(m, (nn.Linear, nn.AdaptiveAvgPool2d)) for m in module.modules())
-        if has_head_after:
-            break
-        best = ancestor
-    return best
+    if input_size is None:
+        input_size = (224, 224)
+    elif isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    if len(input_size) == 2:
+        input_size = (convs[0].in_channels, *input_size)
+    if len(input_size) != 3:
+        raise ValueError(f"input_size must be (H, W) or (C, H, W), got {input_size!r}")
+    reference = next(iter(model.parameters()), None)
+    device, dtype = (reference.device, reference.dtype) if reference is not None else ("cpu", torch.float32)
+    # a seeded generator of its own: finding a layer must not move the caller's random state
+    x = torch.rand((1, *input_size), generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+
+    names = {module: name for name, module in model.named_modules()}
+    records: list[tuple[str, nn.Module, torch.Tensor, int]] = []  # (name, module, output, its version)
+    calls: dict[str, int] = {}
+
+    def hook(module, _inputs, output):
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(output, torch.Tensor):
+            records.append((name, module, output, output._version))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        with explaining(model), torch.no_grad():
+            try:
+                model(x)
+            except Exception as err:
+                raise ValueError(
+                    f"could not run the model on a dummy input of shape {list(x.shape)} to find its last "
+                    f"spatial layer ({type(err).__name__}: {err}). Pass input_size=(H, W) or (C, H, W) "
+                    "that the model accepts."
+                ) from err
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    spatial = [
+        i for i, (_, module, out, _) in enumerate(records)
+        if out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1 and not isinstance(module, _RESIZING_POOLS)
+    ]
+    if not spatial:
+        raise ValueError(
+            f"no module of this model outputs a spatial map [B, C, h, w] with h * w > 1 for an input of "
+            f"size {list(x.shape)}; try a larger input_size, or pass the layer to explain explicitly"
+        )
+    last = spatial[-1]
+    pooled = records[last][2]
+    tokens = next((r for r in records[last + 1 :] if r[2].dim() == 3), None)
+    if tokens is not None:
+        raise ValueError(
+            f"this model's classifier does not pool a spatial map: after {records[last][0]!r} "
+            f"{list(pooled.shape)} it works on token sequences ({tokens[0]!r} outputs {list(tokens[2].shape)}), "
+            "as a vision transformer does. CAM methods need a [B, C, h, w] map that the classifier pools; "
+            "explain this model with a gradient or perturbation method instead."
+        )
+    same = [i for i, (name, _, out, _) in enumerate(records) if calls[name] == 1 and _same_tensor(out, pooled)]
+    if not same:
+        raise ValueError(
+            f"the last spatial map {list(pooled.shape)} comes only from modules that run more than once "
+            f"({records[last][0]!r}); pass the layer to explain explicitly"
+        )
+    return records[same[-1]][0]
 
 
 @contextmanager
@@ -180,7 +382,9 @@ class Capture:
 
 
 @contextmanager
-def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_layer: bool = True) -> Iterator[Capture]:
+def capture_activation(
+    model: nn.Module, layer: nn.Module | str, *, graph_from_layer: bool = True, spatial: bool = False
+) -> Iterator[Capture]:
     """Record ``layer``'s output during ``model(x)``; the hook is removed on exit, even after an error.
 
     With ``graph_from_layer`` (the default) the caller runs the forward pass under
@@ -188,7 +392,8 @@ def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_l
     ``capture.activation`` is a leaf that requires grad, and ``torch.autograd.grad(score,
     capture.activation)`` walks back only from the output to the layer. The layer's output is
     passed on as a copy, so in-place operations after the layer (``ReLU(inplace=True)``) cannot
-    change what was recorded.
+    change what was recorded. With ``spatial`` the hook raises a clear error unless the output is a
+    map ``[B, C, h, w]`` (:func:`check_spatial_activation`).
     """
     module = resolve_layer(model, layer)
     capture = Capture(layer=layer if isinstance(layer, str) else type(layer).__name__)
@@ -202,6 +407,8 @@ def capture_activation(model: nn.Module, layer: nn.Module | str, *, graph_from_l
             )
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {capture.layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
+        if spatial:
+            check_spatial_activation(output, capture.layer)
         if graph_from_layer:
             torch.set_grad_enabled(True)  # reset by the caller's `with torch.no_grad()` on exit
             capture.activation = output.detach().requires_grad_(True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, as_targets, check_images, explaining, normalize_maps
+from .core import Target, as_targets, check_images, check_logits, explaining, normalize_maps
 
 __all__ = ["window_positions", "occlusion"]
 
@@ -58,7 +58,7 @@ def occlusion(
     counts = covered.sum(0).to(x.dtype)  # [H, W] windows covering each pixel (>= 1)
     maps = torch.empty(x.shape[0], height, width, dtype=x.dtype, device=x.device)
     with explaining(model), torch.no_grad():
-        logits = model(x)
+        logits = check_logits(model(x))  # [B, N]: a tuple, a dict or 1-D scores get a clear error
         targets = as_targets(target, x.shape[0], logits.shape[1], device=x.device)
         for b in range(x.shape[0]):
             clean = logits[b, targets[b]]
