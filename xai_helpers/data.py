@@ -53,8 +53,8 @@ def _read_sample(source: str) -> np.ndarray:
     import matplotlib.cbook
     import matplotlib.image
 
-    with matplotlib.cbook.get_sample_data(filename) as file:
-        return np.asarray(matplotlib.image.imread(file, format=Path(filename).suffix[1:]))
+    path = matplotlib.cbook.get_sample_data(filename, asfileobj=False)  # a path: no open file to close
+    return np.asarray(matplotlib.image.imread(path, format=Path(filename).suffix[1:]))
 
 
 def to_tensor(image: np.ndarray | torch.Tensor, size: int | None = 224, crop: bool = True) -> torch.Tensor:

@@ -32,6 +32,9 @@ __all__ = [
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``, so a model can take images in ``[0, 1]``."""
 
+    mean: torch.Tensor  # [1, C, 1, 1] buffers (declared: register_buffer hides their type)
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)

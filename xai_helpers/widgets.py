@@ -67,7 +67,7 @@ def _control(name: str, choice: Any):
     return w.Dropdown(options=options, description=name)
 
 
-def explore(draw: Callable[..., Any], **choices: Any):
+def explore(draw: Callable[..., Any], **choices: Any) -> Any:
     """Show ``draw(**values)`` with one control per keyword; see the module docstring.
 
     Returns the default figure in static mode (so a notebook cell displays it), else ``None``

@@ -70,6 +70,9 @@ class FourierImage(nn.Module):
     towards high-frequency, high-saturation noise.
     """
 
+    scale: torch.Tensor   # [H, W//2+1] buffers (declared: register_buffer hides their type)
+    colors: torch.Tensor  # [3, 3]
+
     def __init__(self, batch: int, size: int | tuple[int, int], generator: torch.Generator | None = None,
                  sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True):
         super().__init__()
