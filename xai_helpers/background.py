@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
-    from matplotlib.axes import Axes
+    import matplotlib.axes
 
 __all__ = ["XOR_X", "XOR_Y", "gradient_descent", "step", "perceptron", "PerceptronHistory",
            "train_perceptron", "linearly_separable", "draw_points", "draw_regions"]
 
-XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # [4, 2]: the inputs (x1, x2)
-XOR_Y = np.array([0, 1, 1, 0])                                       # [4]: x1 XOR x2
+#: ``[4, 2]``: the four corners ``(x1, x2)`` of the unit square, the inputs of the XOR problem.
+XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+#: ``[4]``: the labels ``x1 XOR x2`` of :data:`XOR_X`.
+XOR_Y = np.array([0, 1, 1, 0])
 
 CLASS_COLOURS = ("#d95f02", "#1b9e77")  # class 0, class 1 (colour-blind safe)
 
@@ -120,7 +122,7 @@ def linearly_separable(x: np.ndarray, y: np.ndarray) -> bool:
     return result.status == 0
 
 
-def draw_points(ax: Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
+def draw_points(ax: matplotlib.axes.Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
     """Scatter ``x`` ``[B, 2]`` on ``ax``: class 0 as orange circles, class 1 as green squares."""
     x, y = np.asarray(x), np.asarray(y)
     for cls, (colour, marker) in enumerate(zip(CLASS_COLOURS, ("o", "s"))):
@@ -130,7 +132,7 @@ def draw_points(ax: Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, lab
     ax.set_aspect("equal")
 
 
-def draw_regions(ax: Axes, predict: Callable[[np.ndarray], np.ndarray],
+def draw_regions(ax: matplotlib.axes.Axes, predict: Callable[[np.ndarray], np.ndarray],
                  xlim: tuple[float, float] = (-0.5, 1.5), ylim: tuple[float, float] = (-0.5, 1.5),
                  resolution: int = 300, alpha: float = 0.25) -> None:
     """Shade the plane by ``predict(points [N, 2]) -> [N]`` in {0, 1} (or probabilities, cut at 0.5)."""

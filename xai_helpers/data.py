@@ -19,6 +19,7 @@ import torch.nn.functional as F
 __all__ = ["SAMPLE_IMAGES", "sample_image", "load_image", "to_tensor", "ShapesDataset", "make_shapes"]
 
 # Friendly name -> where the file lives. Every file is inside an installed wheel.
+#: Name -> ``library:file`` of the photos :func:`sample_image` loads (all ship inside installed wheels).
 SAMPLE_IMAGES: dict[str, str] = {
     "cat": "skimage:chelsea.png",
     "coffee": "skimage:coffee.png",

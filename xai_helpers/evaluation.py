@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +45,6 @@ __all__ = [
     "timed",
     "fastest_seconds",
 ]
-
-R = TypeVar("R")  # what a timed function returns
 
 
 def _check_maps_and_masks(maps: torch.Tensor, masks: torch.Tensor) -> None:
@@ -211,7 +209,7 @@ def map_similarity(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch
     return {"spearman": spearman_rank_correlation(before, after), "ssim": ssim(before, after)}
 
 
-def timed(fn: Callable[..., R], *args: Any, **kwargs: Any) -> tuple[R, float]:
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
     """``(fn(*args, **kwargs), seconds)`` measured with a wall clock."""
     start = time.perf_counter()
     result = fn(*args, **kwargs)
