@@ -35,7 +35,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = Path(__file__).resolve().parent / "smoke.py"
 # What an editable install of xai_helpers puts into site-packages; none of it may reach the fresh venv.
-EDITABLE = re.compile(r"^(__editable__.*|xai_helpers.*|_?xai_helpers.*\.pth|.*\.pth)$", re.IGNORECASE)
+EDITABLE = re.compile(r"^(__editable__.*|xai_helpers.*|.*\.pth)$", re.IGNORECASE)
 
 
 def _run(cmd, **kwargs) -> subprocess.CompletedProcess:
