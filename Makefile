@@ -1,7 +1,7 @@
 # Two commands do all of the setup on a fresh machine:
 #   make book   builds the website, every chapter executed  -> _build/html/index.html
-#   make test   unit tests, every chapter under nbval, a strict book build, the browser test,
-#               the Colab-start simulation
+#   make test   unit tests, the type checker, the wheel in a fresh venv, every chapter under nbval,
+#               a strict book build, the browser test, the Colab-start simulation
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -15,7 +15,7 @@ export XAI_BOOK_STATIC := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test test-unit test-notebooks test-book test-site test-colab screenshots chromium mathjax bench notebooks clean
+.PHONY: venv book test test-unit typecheck test-wheel test-api test-notebooks test-book test-site test-colab screenshots chromium mathjax bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -54,10 +54,24 @@ book: $(STAMP) $(MATHJAX)
 	$(JB) -n -W --keep-going
 	@echo "The book is at $(ROOT)/_build/html/index.html"
 
-test: test-unit test-notebooks test-book test-site test-colab
+test: test-unit typecheck test-wheel test-api test-notebooks test-book test-site test-colab
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab
+	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs
+
+# The type checker, configured in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+# The wheel, built from a snapshot of the working tree, installed into a fresh venv outside the
+# repository (dependencies seen from .venv, no download) and run there (about 20 s).
+test-wheel: $(STAMP)
+	$(BIN)/python -m pytest tests/packaging -q -p no:cacheprovider
+
+# The API reference page (book/api.md) alone, strict, no chapter executed: every module and every
+# name of each __all__ must be on it (about 15 s; test-book then builds it with the whole book).
+test-api: $(STAMP)
+	$(BIN)/python -m pytest tests/docs -q -p no:cacheprovider
 
 # nbval collects .ipynb only: convert the MyST chapters into a scratch folder first.
 test-notebooks: $(STAMP)

@@ -42,3 +42,14 @@ def test_grid_argument_errors():
         image_grid([torch.rand(3, 4, 4)] * 2, ["only one"])
     with pytest.raises(ValueError, match="'m' has 1 maps for 2 images"):
         heatmap_grid([torch.rand(3, 4, 4)] * 2, {"m": [torch.rand(4, 4)]})
+
+
+def test_set_style_applies_every_entry_of_the_house_style():
+    import matplotlib
+
+    from xai_helpers.plot import STYLE
+
+    with matplotlib.rc_context({"figure.facecolor": "black", "font.size": 23.0}):
+        set_style()
+        for key, value in STYLE.items():
+            assert matplotlib.rcParams[key] == matplotlib.rcParamsDefault.validate[key](value), key

@@ -25,6 +25,7 @@ Every attribution method is called as ``method(model, x, target, ...)`` with ``x
 [0, 1]. Submodules are imported on first use: ``import xai_helpers; xai_helpers.cam.grad_cam``.
 """
 import importlib
+from types import ModuleType
 
 __version__ = "0.1.0"
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> ModuleType:
     if name in __all__:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'xai_helpers' has no attribute {name!r}")

@@ -15,19 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    import matplotlib.axes
 
 __all__ = ["XOR_X", "XOR_Y", "gradient_descent", "step", "perceptron", "PerceptronHistory",
            "train_perceptron", "linearly_separable", "draw_points", "draw_regions"]
 
-XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # [4, 2]: the inputs (x1, x2)
-XOR_Y = np.array([0, 1, 1, 0])                                       # [4]: x1 XOR x2
+#: ``[4, 2]``: the four corners ``(x1, x2)`` of the unit square, the inputs of the XOR problem.
+XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+#: ``[4]``: the labels ``x1 XOR x2`` of :data:`XOR_X`.
+XOR_Y = np.array([0, 1, 1, 0])
 
 CLASS_COLOURS = ("#d95f02", "#1b9e77")  # class 0, class 1 (colour-blind safe)
 
 
-def gradient_descent(grad: Callable[[np.ndarray], np.ndarray], x0, lr: float, steps: int) -> np.ndarray:
+def gradient_descent(grad: Callable[[np.ndarray], np.ndarray], x0: np.ndarray | float, lr: float, steps: int) -> np.ndarray:
     """Run ``steps`` updates ``x_{t+1} = x_t - lr * grad(x_t)`` from ``x0`` (shape ``[n]``).
 
     Returns the path ``[steps + 1, n]``: row ``t`` is ``x_t``, row 0 the start.
@@ -39,12 +45,12 @@ def gradient_descent(grad: Callable[[np.ndarray], np.ndarray], x0, lr: float, st
     return np.stack(path)
 
 
-def step(z):
+def step(z: np.ndarray | float) -> np.ndarray:
     """The step function: 1 where ``z >= 0``, else 0 (integers, same shape as ``z``)."""
     return (np.asarray(z) >= 0).astype(int)
 
 
-def perceptron(x: np.ndarray, w: np.ndarray, w0: float):
+def perceptron(x: np.ndarray, w: np.ndarray, w0: float) -> np.ndarray:
     """Perceptron output ``step(w0 + x @ w)`` for inputs ``x`` ``[n]`` or ``[B, n]`` and weights ``w`` ``[n]``."""
     return step(w0 + np.asarray(x) @ w)
 
@@ -116,7 +122,7 @@ def linearly_separable(x: np.ndarray, y: np.ndarray) -> bool:
     return result.status == 0
 
 
-def draw_points(ax, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
+def draw_points(ax: matplotlib.axes.Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
     """Scatter ``x`` ``[B, 2]`` on ``ax``: class 0 as orange circles, class 1 as green squares."""
     x, y = np.asarray(x), np.asarray(y)
     for cls, (colour, marker) in enumerate(zip(CLASS_COLOURS, ("o", "s"))):
@@ -126,10 +132,11 @@ def draw_points(ax, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: b
     ax.set_aspect("equal")
 
 
-def draw_regions(ax, predict: Callable[[np.ndarray], np.ndarray], xlim=(-0.5, 1.5), ylim=(-0.5, 1.5),
+def draw_regions(ax: matplotlib.axes.Axes, predict: Callable[[np.ndarray], np.ndarray],
+                 xlim: tuple[float, float] = (-0.5, 1.5), ylim: tuple[float, float] = (-0.5, 1.5),
                  resolution: int = 300, alpha: float = 0.25) -> None:
     """Shade the plane by ``predict(points [N, 2]) -> [N]`` in {0, 1} (or probabilities, cut at 0.5)."""
-    gx, gy = np.meshgrid(np.linspace(*xlim, resolution), np.linspace(*ylim, resolution))
+    gx, gy = np.meshgrid(np.linspace(xlim[0], xlim[1], resolution), np.linspace(ylim[0], ylim[1], resolution))
     values = np.asarray(predict(np.column_stack([gx.ravel(), gy.ravel()]))).reshape(gx.shape)
     from matplotlib.colors import ListedColormap
 

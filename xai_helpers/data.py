@@ -19,6 +19,7 @@ import torch.nn.functional as F
 __all__ = ["SAMPLE_IMAGES", "sample_image", "load_image", "to_tensor", "ShapesDataset", "make_shapes"]
 
 # Friendly name -> where the file lives. Every file is inside an installed wheel.
+#: Name -> ``library:file`` of the photos :func:`sample_image` loads (all ship inside installed wheels).
 SAMPLE_IMAGES: dict[str, str] = {
     "cat": "skimage:chelsea.png",
     "coffee": "skimage:coffee.png",
@@ -53,8 +54,8 @@ def _read_sample(source: str) -> np.ndarray:
     import matplotlib.cbook
     import matplotlib.image
 
-    with matplotlib.cbook.get_sample_data(filename) as file:
-        return np.asarray(matplotlib.image.imread(file, format=Path(filename).suffix[1:]))
+    path = matplotlib.cbook.get_sample_data(filename, asfileobj=False)  # a path: no open file to close
+    return np.asarray(matplotlib.image.imread(path, format=Path(filename).suffix[1:]))
 
 
 def to_tensor(image: np.ndarray | torch.Tensor, size: int | None = 224, crop: bool = True) -> torch.Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -186,12 +187,12 @@ def perturbation_curve(
     return Curve(counts.to(x.dtype) / n_pixels, scores)
 
 
-def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options) -> Curve:
+def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options: Any) -> Curve:
     """:func:`perturbation_curve` with ``kind="deletion"``: remove the most important pixels first (low AUC is good)."""
     return perturbation_curve(model, x, maps, target, kind="deletion", **options)
 
 
-def insertion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options) -> Curve:
+def insertion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options: Any) -> Curve:
     """:func:`perturbation_curve` with ``kind="insertion"``: restore the most important pixels first (high AUC is good)."""
     return perturbation_curve(model, x, maps, target, kind="insertion", **options)
 
@@ -208,7 +209,7 @@ def map_similarity(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch
     return {"spearman": spearman_rank_correlation(before, after), "ssim": ssim(before, after)}
 
 
-def timed(fn: Callable, *args, **kwargs):
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
     """``(fn(*args, **kwargs), seconds)`` measured with a wall clock."""
     start = time.perf_counter()
     result = fn(*args, **kwargs)

@@ -32,12 +32,16 @@ __all__ = [
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``, so a model can take images in ``[0, 1]``."""
 
+    mean: torch.Tensor  # [1, C, 1, 1] buffers (declared: register_buffer hides their type)
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H, W]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``(x - mean) / std``, ``[B, C, H, W]``."""
         return (x - self.mean) / self.std
 
 
@@ -63,6 +67,7 @@ class MBConv(nn.Module):
         self.use_residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, c_in, H, W]`` -> ``[B, c_out, H/stride, W/stride]``; ``x +`` that when stride is 1 and ``c_in == c_out``."""
         out = self.project(self.depthwise(self.expand(x)))
         return x + out if self.use_residual else out
 
@@ -107,6 +112,7 @@ class EfficientNetLite0(nn.Module):
         return self.head(self.blocks(self.stem(self.normalize(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [0, 1] -> logits ``[B, num_classes]`` (1000 for ImageNet)."""
         return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
@@ -187,6 +193,7 @@ class SmallCNN(nn.Module):
         return self.relu3(self.conv3(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
         return self.fc(torch.flatten(self.gap(self.features(x)), 1))
 
 

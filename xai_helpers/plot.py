@@ -7,15 +7,17 @@ no open figures. Heatmaps are drawn as raster images, so figures stay small as P
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.style
 import numpy as np
 import torch
 
 __all__ = ["set_style", "to_numpy_image", "show_image", "overlay", "image_grid", "heatmap_grid"]
 
-STYLE = {
+STYLE: dict[str, Any] = {
     "figure.facecolor": "white",  # readable in the site's dark mode too
     "axes.facecolor": "white",
     "savefig.facecolor": "white",
@@ -31,7 +33,7 @@ STYLE = {
 
 def set_style() -> None:
     """Apply the book's matplotlib style (white background, modest sizes)."""
-    matplotlib.rcParams.update(STYLE)
+    matplotlib.style.use(STYLE)  # a dict of rcParams (typed, unlike rcParams.update with str keys)
 
 
 def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -73,7 +75,7 @@ def overlay(
     colorbar: bool = True,
     vmin: float | None = None,
     vmax: float | None = None,
-):
+) -> matplotlib.image.AxesImage:
     """Draw ``heatmap`` (``[H, W]``, any size; stretched over the image) on top of ``image``."""
     array = to_numpy_image(image)
     show_image(ax, array, title)
@@ -95,7 +97,7 @@ def image_grid(
     ncols: int | None = None,
     size: float = 2.4,
     cmap: str | None = None,
-):
+) -> matplotlib.figure.Figure:
     """Images side by side (``ncols`` per row). RGB images are shown as they are, 2-D maps with ``cmap``."""
     n = len(images)
     if titles is not None and len(titles) != n:
@@ -131,7 +133,7 @@ def heatmap_grid(
     alpha: float = 0.5,
     cmap: str = "jet",
     size: float = 2.4,
-):
+) -> matplotlib.figure.Figure:
     """A grid of images (rows) x methods (columns), each map overlaid on its image.
 
     ``maps`` maps a method name to one ``[H, W]`` map per image. Maps are drawn with a shared

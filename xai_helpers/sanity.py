@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import normalize_maps, resolve_layer
+from .core import Target, normalize_maps, resolve_layer
 
 __all__ = [
     "randomize_parameters",
@@ -105,7 +105,7 @@ class SanityResult:
 def model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
-    target,
+    target: Target,
     methods: Mapping[str, Callable[[nn.Module, torch.Tensor, object], torch.Tensor]],
     steps: Sequence[Step],
     *,
@@ -124,10 +124,10 @@ def model_randomization_test(
     for label, randomized in cascading_randomization(model, steps, seed=seed):
         labels.append(label)
         for name, method in methods.items():
-            maps = method(randomized, x, target).detach()
-            if maps.dim() != 3:
-                raise ValueError(f"method {name!r} must return [B, H, W] maps, got shape {list(maps.shape)}")
-            per_step[name].append(normalize_maps(maps))
+            step_maps = method(randomized, x, target).detach()
+            if step_maps.dim() != 3:
+                raise ValueError(f"method {name!r} must return [B, H, W] maps, got shape {list(step_maps.shape)}")
+            per_step[name].append(normalize_maps(step_maps))
     maps = {name: torch.stack(ms) for name, ms in per_step.items()}
     spearman = {name: torch.stack([spearman_rank_correlation(m[0], mk) for mk in m]) for name, m in maps.items()}
     similarity = {name: torch.stack([ssim(m[0], mk) for mk in m]) for name, m in maps.items()}

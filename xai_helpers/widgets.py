@@ -25,7 +25,7 @@ class Slider:
     step: float
     value: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.min <= self.value <= self.max or self.step <= 0:
             raise ValueError(f"need min <= value <= max and step > 0, got {self}")
 
@@ -54,7 +54,7 @@ def _default(choice: Any) -> Any:
     raise TypeError(f"a choice must be a non-empty list, a dict or a Slider, got {choice!r}")
 
 
-def _control(name: str, choice: Any):
+def _control(name: str, choice: Any) -> Any:
     import ipywidgets as w
 
     if isinstance(choice, Slider):
@@ -67,7 +67,7 @@ def _control(name: str, choice: Any):
     return w.Dropdown(options=options, description=name)
 
 
-def explore(draw: Callable[..., Any], **choices: Any):
+def explore(draw: Callable[..., Any], **choices: Any) -> Any:
     """Show ``draw(**values)`` with one control per keyword; see the module docstring.
 
     Returns the default figure in static mode (so a notebook cell displays it), else ``None``

@@ -16,7 +16,8 @@ import torch
 __all__ = ["Objective", "channel", "neuron", "layer", "deepdream", "class_logit", "diversity",
            "total_variation", "INPUT"]
 
-INPUT = "input"  # the pseudo-layer holding the (transformed) image fed to the network
+#: The pseudo-layer name of the (transformed) image fed to the network: objectives may read it.
+INPUT = "input"
 
 
 class Objective:

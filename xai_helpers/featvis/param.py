@@ -25,6 +25,8 @@ __all__ = ["COLOR_CORRELATION_SQRT", "PixelImage", "FourierImage", "fourier_scal
 _SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                           [0.27, 0.00, -0.05],
                           [0.27, -0.09, 0.03]])
+#: ``[3, 3]``: ``U sqrt(S)`` of ImageNet's colour covariance ``C = U S U^T`` (Lucid's values), scaled so
+#: that its largest column has norm 1; :class:`FourierImage` maps its decorrelated colours through it.
 COLOR_CORRELATION_SQRT = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
 
 
@@ -44,7 +46,8 @@ class PixelImage(nn.Module):
         b, h, w = _check_shape(batch, size)
         self.theta = nn.Parameter(sd * torch.randn(b, 3, h, w, generator=generator))
 
-    def forward(self) -> torch.Tensor:  # -> [B, 3, H, W] in (0, 1)
+    def forward(self) -> torch.Tensor:
+        """The images ``sigmoid(theta)``, ``[B, 3, H, W]`` in (0, 1)."""
         return torch.sigmoid(self.theta)
 
 
@@ -70,6 +73,9 @@ class FourierImage(nn.Module):
     towards high-frequency, high-saturation noise.
     """
 
+    scale: torch.Tensor   # [H, W//2+1] buffers (declared: register_buffer hides their type)
+    colors: torch.Tensor  # [3, 3]
+
     def __init__(self, batch: int, size: int | tuple[int, int], generator: torch.Generator | None = None,
                  sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True):
         super().__init__()
@@ -87,7 +93,8 @@ class FourierImage(nn.Module):
         z = torch.fft.irfft2(coefficients, s=(self.h, self.w), norm="ortho") * math.sqrt(self.h * self.w) / 4
         return torch.einsum("ij,bjhw->bihw", self.colors, z)
 
-    def forward(self) -> torch.Tensor:  # -> [B, 3, H, W] in (0, 1)
+    def forward(self) -> torch.Tensor:
+        """The images ``sigmoid(logits())``, ``[B, 3, H, W]`` in (0, 1)."""
         return torch.sigmoid(self.logits())
 
     @torch.no_grad()

@@ -3,7 +3,7 @@
 :func:`render` builds a parametrised image batch, then repeats: transform the image, run the network
 *only as far as the objective needs*, and take an Adam step that raises the objective. Forward hooks
 record the layers the objective reads; as soon as the last of them has produced its output, the hook
-raises :class:`_StopForward`, so the rest of the network never runs (a channel in ``blocks.1`` costs
+raises a private ``_StopForward`` exception, so the rest of the network never runs (a channel in ``blocks.1`` costs
 a few layers, not the whole network). Hooks are removed, and the model's mode and ``requires_grad``
 flags restored, even after an error.
 """
