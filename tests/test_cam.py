@@ -57,13 +57,15 @@ def test_grad_cam_equals_cam_for_gap_and_linear(width, size):
     z = features.shape[-2] * features.shape[-1]
     maps = raw(model, x, targets, "relu3")
     assert torch.allclose(maps * z, cam, rtol=1e-10, atol=1e-12)            # exactly CAM / Z
-    # With the default post-processing the positive factor disappears.
+    # With min-max normalisation the positive factor disappears.
     expected = torch.nn.functional.interpolate(cam.clamp_min(0)[:, None], size=(size, size), mode="bilinear",
                                                align_corners=False)[:, 0]
     low = expected.flatten(1).min(1).values[:, None, None]
     span = expected.flatten(1).max(1).values[:, None, None] - low
     assert (span > 0).sum() >= 2  # some maps are not all zero (an untrained net may give all-negative CAMs)
-    assert torch.allclose(grad_cam(model, x, targets, model.relu3), (expected - low) / span.clamp_min(1e-12))
+    assert torch.allclose(grad_cam(model, x, targets, model.relu3, normalize=True), (expected - low) / span.clamp_min(1e-12))
+    # By default (the package's output contract) the map is not rescaled: ReLU(CAM / Z), upsampled.
+    assert torch.allclose(grad_cam(model, x, targets, model.relu3) * z, expected)
 
 
 def test_gradients_match_finite_differences():
@@ -135,7 +137,7 @@ def test_target_forms_agree():
 def test_output_shapes_and_ranges():
     model = conv_net().eval()
     x = torch.rand(2, 3, 8, 8)
-    maps = grad_cam(model, x, 0, "features.5")
+    maps = grad_cam(model, x, 0, "features.5", normalize=True)
     assert maps.shape == (2, 8, 8) and maps.dtype == torch.float32
     peaks = maps.flatten(1).max(1).values
     assert all(peak == 1 or (m == 0).all() for peak, m in zip(peaks, maps))  # per-image min-max

@@ -140,7 +140,7 @@ def score_cam_by_hand(model, x, target, layer_module, weighting="increase"):
 def test_score_cam_weightings_match_a_loop_over_channels(weighting, batch_size):
     model = conv_net(seed=7)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    maps = score_cam(model, x, [3, 1], "3", batch_size=batch_size, weighting=weighting)
+    maps = score_cam(model, x, [3, 1], "3", batch_size=batch_size, weighting=weighting, normalize=True)
     for b, t in enumerate([3, 1]):
         assert torch.allclose(maps[b], score_cam_by_hand(model, x[b : b + 1], t, model[3], weighting)[0], atol=1e-12)
 
@@ -159,7 +159,7 @@ def test_score_cam_weightings_differ_and_the_default_is_unchanged():
 def test_score_cam_matches_a_loop_over_channels(batch_size):
     model = conv_net(seed=4)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    maps = score_cam(model, x, [0, 2], "3", batch_size=batch_size)
+    maps = score_cam(model, x, [0, 2], "3", batch_size=batch_size, normalize=True)
     for b, t in enumerate([0, 2]):
         assert torch.allclose(maps[b], score_cam_by_hand(model, x[b : b + 1], t, model[3])[0], atol=1e-12)
 

@@ -108,7 +108,7 @@ def check_architecture(name):
             scale = logits.abs().max().clamp_min(1e-3)
             assert torch.allclose(permuted, logits, rtol=1e-4, atol=1e-4 * float(scale)), (name, layer)
     target = int(logits.argmax())
-    ours = grad_cam(model, x, target, layer)
+    ours = grad_cam(model, x, target, layer, normalize=True)
     assert ours.shape == (1, side, side) and torch.isfinite(ours).all()
     reference = grad_cam_by_autograd(model, layer, x, target)
     assert torch.allclose(ours, reference, atol=1e-4), (name, layer, float((ours - reference).abs().max()))

@@ -278,7 +278,7 @@ def test_integrated_gradients_of_a_linear_model_are_exact():
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     x, base = torch.rand(2, 3, 2, 2), torch.rand(1, 3, 2, 2)
     for rule, steps in (("gauss-legendre", 1), ("trapezoid", 2), ("riemann", 1)):
-        ig = integrated_gradients(net, x, [1, 2], baseline=base, steps=steps, rule=rule)
+        ig = integrated_gradients(net, x, [1, 2], baseline=base, steps=steps, quadrature=rule)
         assert torch.allclose(ig, (x - base) * net[1].weight[[1, 2]].view(2, 3, 2, 2), atol=1e-6)
 
 
@@ -296,7 +296,7 @@ def smooth_net():
 @pytest.mark.parametrize("rule", ["gauss-legendre", "trapezoid", "riemann"])
 def test_integrated_gradients_completeness_error_shrinks_with_the_steps(rule):
     net, x = smooth_net(), torch.rand(2, 3, 8, 8, dtype=torch.float64) * 4
-    errors = [completeness_error(net, x, [0, 2], integrated_gradients(net, x, [0, 2], steps=s, rule=rule)).abs()
+    errors = [completeness_error(net, x, [0, 2], integrated_gradients(net, x, [0, 2], steps=s, quadrature=rule)).abs()
               for s in (2, 8, 32, 128)]
     gap = completeness_error(net, x, [0, 2], torch.zeros_like(x)).abs()     # f(x) - f(0)
     assert (gap > 0.02).all()

@@ -2,10 +2,13 @@
 
 Every CAM method has the same skeleton: run the model, record the activations ``A`` of one layer
 and the gradients ``G`` of the target score with respect to them, combine ``A`` and ``G`` into a
-coarse map, then post-process it (ReLU, upsampling, normalisation). :func:`activations_and_gradients`
+coarse map, then post-process it (ReLU and upsampling; min-max normalisation only on request, as
+``normalize=True``: under the package's output contract a method returns the unscaled map). :func:`activations_and_gradients`
 does the shared work; a CAM variant only says how it combines ``A`` and ``G``.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +24,10 @@ from .core import (
     postprocess_maps,
     select_scores,
 )
+from .registry import register
+
+Layer = nn.Module | str
+Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["activations_and_gradients", "grad_cam", "gradient_cam"]
 
@@ -53,15 +60,18 @@ def activations_and_gradients(
     return capture.activation.detach(), gradients, logits.detach()
 
 
-def gradient_cam(model, x, target, layer, combine, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, combine: Combine, *,
+                 relu: bool = True, upsample: bool = True, normalize: bool = False) -> torch.Tensor:
     """The CAM skeleton: ``combine(A, G) -> [B, h, w]``, then :func:`~xai_helpers.core.postprocess_maps`."""
     activations, gradients, _ = activations_and_gradients(model, x, target, layer)
     maps = combine(activations, gradients)
     return postprocess_maps(maps, tuple(x.shape[-2:]), relu=relu, upsample=upsample, normalize=normalize)
 
 
-def grad_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True,
-             counterfactual=False) -> torch.Tensor:
+@register("grad_cam", title="Grad-CAM", space="map", needs_layer=True, family="cam", signed=False,
+          cost="1 forward + 1 backward to the layer", reference="selvaraju2020gradcam")
+def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
+             upsample: bool = True, normalize: bool = False, counterfactual: bool = False) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): ``ReLU(sum_k alpha_k^c A^k)`` with ``alpha_k^c = mean_ij dy^c/dA^k_ij``.
 
     ``x [B, 3, H, W]`` in [0, 1]; ``target`` an int, B ints or a LongTensor ``[B]``; ``layer`` a module
@@ -70,7 +80,7 @@ def grad_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=Tru
     """
     sign = -1.0 if counterfactual else 1.0
 
-    def combine(activations, gradients):
+    def combine(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         alpha = sign * gradients.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]: one weight per channel
         return (alpha * activations).sum(dim=1)                  # [B, h, w]
 
@@ -83,7 +93,10 @@ def grad_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=Tru
 __all__ += ["grad_cam_plus_plus", "hires_cam", "layer_cam", "score_cam"]
 
 
-def grad_cam_plus_plus(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+@register("grad_cam_plus_plus", title="Grad-CAM++", space="map", needs_layer=True, family="cam", signed=False,
+          cost="1 forward + 1 backward to the layer", reference="chattopadhay2018gradcampp")
+def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
+                       upsample: bool = True, normalize: bool = False) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018): ``sum_k w_k A^k`` with ``w_k = sum_ij a^k_ij ReLU(G^k_ij)``.
 
     ``a^k_ij = G^2 / (2 G^2 + sum_ab A^k_ab G^3)`` (powers elementwise at ``ij``): the paper's closed
@@ -91,7 +104,7 @@ def grad_cam_plus_plus(model, x, target, layer, *, relu=True, upsample=True, nor
     denominator is 0 the coefficient is 0. Same arguments and shapes as :func:`grad_cam`.
     """
 
-    def combine(activations, gradients):
+    def combine(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         g2 = gradients.pow(2)
         denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
         coefficients = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
@@ -101,7 +114,10 @@ def grad_cam_plus_plus(model, x, target, layer, *, relu=True, upsample=True, nor
     return gradient_cam(model, x, target, layer, combine, relu=relu, upsample=upsample, normalize=normalize)
 
 
-def hires_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+@register("hires_cam", title="HiResCAM", space="map", needs_layer=True, family="cam", signed=False,
+          cost="1 forward + 1 backward to the layer", reference="draelos2020hirescam")
+def hires_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
+              upsample: bool = True, normalize: bool = False) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020): ``sum_k G^k * A^k``, the gradient kept per location, not averaged.
 
     Same arguments and shapes as :func:`grad_cam`.
@@ -110,7 +126,10 @@ def hires_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=Tr
                         relu=relu, upsample=upsample, normalize=normalize)
 
 
-def layer_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=True) -> torch.Tensor:
+@register("layer_cam", title="LayerCAM", space="map", needs_layer=True, family="cam", signed=False,
+          cost="1 forward + 1 backward to the layer", reference="jiang2021layercam")
+def layer_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
+              upsample: bool = True, normalize: bool = False) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): ``sum_k ReLU(G^k) * A^k``, only positive gradients, per location.
 
     Same arguments and shapes as :func:`grad_cam`.
@@ -119,8 +138,11 @@ def layer_cam(model, x, target, layer, *, relu=True, upsample=True, normalize=Tr
                         relu=relu, upsample=upsample, normalize=normalize)
 
 
-def score_cam(model, x, target, layer, *, batch_size=32, weighting="increase", relu=True, upsample=True,
-              normalize=True) -> torch.Tensor:
+@register("score_cam", title="Score-CAM", space="map", needs_layer=True, family="cam", signed=False,
+          cost="K + 2 forwards (K channels of the layer)", reference="wang2020scorecam")
+def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, batch_size: int = 32,
+              weighting: str = "increase", relu: bool = True, upsample: bool = True,
+              normalize: bool = False) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): ``sum_k w_k A^k`` with ``w_k`` from masked forward passes, no gradient.
 
     Each channel ``A^k``, upsampled to the image and min-max scaled to [0, 1], becomes a mask ``M^k``,

@@ -1,11 +1,27 @@
-"""Display helpers for pixel-space attributions ``[B, C, H, W]``: one value per pixel, or an RGB image."""
+"""Display helpers: every method's output as a heatmap in [0, 1], and pixel-space attributions
+``[B, C, H, W]`` as one value per pixel or as an RGB image."""
 from __future__ import annotations
 
 import torch
 
 from .core import normalize_maps
 
-__all__ = ["reduce_channels", "gradient_image"]
+__all__ = ["to_heatmap", "reduce_channels", "gradient_image"]
+
+
+def to_heatmap(attributions: torch.Tensor) -> torch.Tensor:
+    """The one post-processing of the output contract: any method's result -> ``[B, H, W]`` in [0, 1].
+
+    Input-space attributions ``[B, C, H, W]`` become ``max_c |a_c|`` per pixel (the sign dropped, as
+    in the papers' figures); maps ``[B, H, W]`` keep their positive part (the evidence *for* the
+    class, as a CAM's ReLU does). Each map is then min-max scaled per image; a map that is zero
+    everywhere stays zero.
+    """
+    if attributions.dim() == 4:
+        return reduce_channels(attributions, "max", normalize=True)
+    if attributions.dim() == 3:
+        return normalize_maps(attributions.detach().clamp_min(0))
+    raise ValueError(f"attributions must be [B, C, H, W] or [B, H, W], got shape {list(attributions.shape)}")
 
 def reduce_channels(attributions: torch.Tensor, how: str = "max", normalize: bool = True) -> torch.Tensor:
     """One value per pixel from ``[B, C, H, W]`` attributions: ``[B, H, W]``.

@@ -33,6 +33,7 @@ from torch import nn
 from .cam import grad_cam
 from .core import Target, as_targets, check_images
 from .display import gradient_image, reduce_channels
+from .registry import register
 from .integrated import (
     IGResult,
     _batched,
@@ -80,6 +81,8 @@ __all__ = [
 ]
 
 
+@register("saliency", title="saliency", space="input", needs_layer=False, family="gradient",
+          cost="1 forward + 1 backward", reference="simonyan2014deep")
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Vanilla gradient (Simonyan et al., 2014): ``d y^c / d x``, ``[B, 3, H, W]``, signed.
 
@@ -88,16 +91,22 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     return input_gradients(model, x, target)
 
 
+@register("deconvnet", title="deconvnet", space="input", needs_layer=False, family="gradient",
+          cost="1 forward + 1 backward", reference="zeiler2014visualizing")
 def deconvnet(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Deconvnet (Zeiler & Fergus, 2014): the backward pass with ``max(g, 0)`` at every activation. ``[B, 3, H, W]``."""
     return input_gradients(model, x, target, rule="deconvnet")
 
 
+@register("guided_backprop", title="guided backprop", space="input", needs_layer=False, family="gradient",
+          cost="1 forward + 1 backward", reference="springenberg2015striving")
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al., 2015): ``f'(x) * max(g, 0)`` at every activation. ``[B, 3, H, W]``."""
     return input_gradients(model, x, target, rule="guided")
 
 
+@register("guided_grad_cam", title="guided Grad-CAM", space="input", needs_layer=True, family="gradient",
+          cost="2 forwards + 2 backwards", reference="selvaraju2020gradcam")
 def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: nn.Module | str) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al.): ``GB^c * up(ReLU(sum_k alpha_k^c A^k))``, pixel by pixel, ``[B, 3, H, W]``.
 
@@ -109,6 +118,8 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: nn
     return guided_backprop(model, x, target) * cam[:, None].detach()
 
 
+@register("smoothgrad", title="SmoothGrad", space="input", needs_layer=False, family="gradient",
+          cost="n_samples x (1 forward + 1 backward)", reference="smilkov2017smoothgrad")
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .core import Target, as_targets, check_images, explaining, select_scores
+from .registry import register
 from .rules import input_gradients
 
 __all__ = [
@@ -114,15 +115,8 @@ def _path_integrals(
     return out
 
 
-def _resolve_quadrature(quadrature: str, rule: str | None) -> str:
-    # ``rule`` is the old name of ``quadrature`` (it now means a backward rule everywhere else)
-    if rule is not None:
-        if quadrature != "gauss-legendre" and quadrature != rule:
-            raise ValueError("pass the quadrature once: quadrature=... (rule=... is its old name)")
-        return rule
-    return quadrature
-
-
+@register("integrated_gradients", title="Integrated Gradients", space="input", needs_layer=False,
+          family="path", cost="steps x (1 forward + 1 backward)", reference="sundararajan2017axiomatic")
 def integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -132,19 +126,17 @@ def integrated_gradients(
     steps: int = 32,
     batch_size: int = 32,
     quadrature: str = "gauss-legendre",
-    rule: str | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients: ``(x - x') * integral_0^1 dy^c/dx(x' + a (x - x')) da``, ``[B, C, H, W]``.
 
     ``x [B, C, H, W]``; ``baseline`` ``x'`` is zeros (a black image) by default, or a number or a
     tensor that broadcasts to ``x``. The integral uses ``steps`` gradient evaluations per image with
-    the ``quadrature`` of :data:`QUADRATURES` (``rule=`` is accepted as its old name);
+    the ``quadrature`` of :data:`QUADRATURES`;
     ``batch_size`` path images go through the model at a time. By completeness the attributions of
     an image sum to about ``y^c(x) - y^c(x')``: check with :func:`completeness_error`, or let
     :func:`integrated_gradients_to_tolerance` choose ``steps``. The result does not require grad.
     """
     check_images(x)
-    quadrature = _resolve_quadrature(quadrature, rule)
     x = x.detach()
     base = _baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)

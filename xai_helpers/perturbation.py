@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .core import Target, as_targets, check_images, check_logits, explaining, normalize_maps
+from .registry import register
 
 __all__ = ["window_positions", "occlusion"]
 
@@ -28,6 +29,8 @@ def window_positions(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+@register("occlusion", title="occlusion", space="map", needs_layer=False, family="perturbation",
+          cost="P + 1 forwards (P window positions)", reference="zeiler2014visualizing")
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,

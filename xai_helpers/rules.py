@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .core import Target, check_images, explaining, select_scores
+from .core import Target, check_autograd_available, check_images, explaining, select_scores
 
 __all__ = [
     "Activation",
@@ -418,6 +418,7 @@ def input_gradients(
     gradient. The result never requires grad.
     """
     check_images(x)
+    check_autograd_available("a gradient")
     leaf = x.detach().clone().requires_grad_(True)
     with explaining(model), torch.enable_grad():
         if rule is None:
