@@ -119,7 +119,7 @@ def ref_rule(rule: str, W, b, x, R, low=None, high=None, eps=0.1, gamma=0.25, al
         d = Z.sum(1)
     else:
         raise ValueError(rule)
-    if rule == "zero":           # LRP-0 is the plain gradient in the package: no stabiliser
+    if rule in ("zero", "epsilon"):   # LRP-0 is the plain gradient; epsilon is its own stabiliser
         return (Z / d[:, None] * R[:, None]).sum(0)
     return (Z / stab(d)[:, None] * R[:, None]).sum(0)
 
@@ -393,12 +393,16 @@ def test_merge_batchnorm_keeps_the_function_and_restores_exactly():
     model, x = tiny(), image()
     snap = snapshot(model)
     before = model(x)
+    weights = [p for p in model.parameters()]
     with P.merge_batchnorm(model) as pairs:
         assert pairs == [("stem.0", "stem.1"), ("dw.0", "dw.1"), ("proj.0", "proj.1")]
-        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
-        assert model.dw[0].bias is not None and torch.equal(model.dw[1].running_var, torch.ones(4))
+        torch.testing.assert_close(model(x), before, rtol=1e-10, atol=1e-12)
+        assert model.dw[0].bias is not None and model.dw[0].weight is not weights[2]
+        t = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+        assert model.dw[1](t) is t                         # the batch norm is skipped
     assert_same(model, snap)
-    assert model.dw[0].bias is None
+    assert model.dw[0].bias is None and "forward" not in model.dw[1].__dict__
+    assert all(p is q for p, q in zip(model.parameters(), weights))
     assert torch.equal(model(x), before)
 
 

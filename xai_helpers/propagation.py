@@ -52,31 +52,76 @@ STABILIZER = 1e-6  # added with the denominator's sign, so that R / z' never div
 
 def _stabilize(d: torch.Tensor, eps: float = STABILIZER) -> torch.Tensor:
     """``d + eps * sign(d)`` with ``sign(0) = +1``."""
-    return d + eps * torch.where(d >= 0, 1.0, -1.0).to(d)
+    return d + torch.copysign(d.new_tensor(eps), d)   # one kernel; +0 counts as positive
 
 
 class _Rewire(torch.autograd.Function):
-    """Forward: returns ``value`` unchanged. Backward: sends ``g * m_i`` to each ``inputs[i]``.
+    """Forward: a copy of ``value``. Backward: ``g * z * c_i / stab(d_i)`` into each ``t_i``.
 
-    Used as ``_Rewire.apply(value, n, z'_1, ..., z'_n, m_1, ..., m_n)``: the output has the
-    value of the real layer, its gradient flows into the modified pre-activations ``z'_i``.
+    ``_Rewire.apply(value, z, [(c_1, d_1), ...], t_1, ...)``: the output has the value of the real
+    layer ``z``; its gradient flows into the modified pre-activations ``t_i`` (with graphs to the
+    layer's input), weighted by coefficients ``c_i`` (numbers or tensors) over denominators ``d_i``.
     """
 
     @staticmethod
-    def forward(ctx, value, n, *args):  # noqa: D102
-        ctx.n = n
-        ctx.save_for_backward(*args[n:])
-        return value.clone()
+    def forward(ctx, value, z, coefs, *modified):  # noqa: D102
+        ctx.coefs = coefs
+        ctx.save_for_backward(z)
+        return value.clone()    # a copy: an in-place op after the layer must not touch saved tensors
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
-        multipliers = ctx.saved_tensors
-        return (None, None, *(g * m for m in multipliers), *([None] * ctx.n))
+        (z,) = ctx.saved_tensors
+        gz = g * z
+        grads, cache = [], {}
+        for c, d in ctx.coefs:
+            if id(d) not in cache:
+                cache[id(d)] = gz / _stabilize(d)
+            grad = cache[id(d)]
+            grads.append(grad if isinstance(c, float) and c == 1.0 else grad * c)
+        return (None, None, None, *grads)
 
 
-def _rewire(value: torch.Tensor, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """``value`` in the forward pass; backward ``g * m`` into each ``z'`` of ``pairs = [(z', m), ...]``."""
-    return _Rewire.apply(value.detach(), len(pairs), *(p for p, _ in pairs), *(m.detach() for _, m in pairs))
+class _Epsilon(torch.autograd.Function):
+    """Forward: a copy of ``z``. Backward: ``g * z / (z + eps sign z) = g * |z| / (|z| + eps)``."""
+
+    @staticmethod
+    def forward(ctx, z, eps):  # noqa: D102
+        ctx.eps = eps
+        ctx.save_for_backward(z)
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (z,) = ctx.saved_tensors
+        m = z.abs()
+        return m.div_(m + ctx.eps).mul_(g), None
+
+
+class _Rescale(torch.autograd.Function):
+    """Forward: a copy of the activation's output ``a = f(z)``. Backward: ``g * (a - a_ref) / (z - z_ref)``.
+
+    Without a reference (LRP: relevance passes the activation unchanged) the multiplier is
+    ``a / z`` (0 where ``z = 0``; every supported activation has ``f(0) = 0``). With one (DeepLIFT
+    Rescale) it falls back to the derivative ``f'(z)`` where ``|z - z_ref| < 1e-6``.
+    """
+
+    @staticmethod
+    def forward(ctx, z, a, z_ref, a_ref, module):  # noqa: D102
+        ctx.module = module
+        ctx.has_ref = z_ref is not None
+        ctx.save_for_backward(z, a, *((z_ref, a_ref) if ctx.has_ref else ()))
+        return a.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        if ctx.has_ref:
+            z, a, z_ref, a_ref = ctx.saved_tensors
+            m = _activation_multiplier(ctx.module, z, a, z_ref, a_ref)
+        else:
+            z, a = ctx.saved_tensors
+            m = torch.nan_to_num_(a / z, nan=0.0)     # 0 / 0 where z = 0 (there a = f(0) = 0)
+        return m.mul_(g), None, None, None, None
 
 
 def _linear(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -104,17 +149,18 @@ class Rule:
     pools: bool = True
 
     def modified(self, module: nn.Module, x: torch.Tensor, z: torch.Tensor,
-                 state: RelevanceState) -> list[tuple[torch.Tensor, float]]:
-        """The modified pre-activations (differentiable in ``x``) and their signs/weights."""
-        return [(z, 1.0)]
+                 state: RelevanceState) -> list[tuple[torch.Tensor, float | torch.Tensor, torch.Tensor]]:
+        """``[(t_i, c_i, d_i), ...]``: tensors ``t_i`` differentiable in ``x``, coefficients and
+        denominators with ``R_j = x_j sum_i sum_k c_ik d t_ik / d x_j R_k / d_ik``. LRP-0: ``[(z, 1, z)]``."""
+        return [(z, 1.0, z)]
 
     def apply(self, module: nn.Module, x: torch.Tensor, z: torch.Tensor, state: RelevanceState) -> torch.Tensor:
         """The layer's output ``z`` (same values), with the rule's backward."""
         parts = self.modified(module, x, z, state)
-        if len(parts) == 1 and parts[0][0] is z and parts[0][1] == 1.0:
+        if len(parts) == 1 and parts[0][0] is z and parts[0][2] is z and parts[0][1] == 1.0:
             return z                                   # LRP-0 on a linear layer is the gradient
-        zd = z.detach()
-        return _rewire(z, [(zm, s * zd / _stabilize(zm.detach())) for zm, s in parts])
+        coefs = [(c.detach() if isinstance(c, torch.Tensor) else float(c), d.detach()) for _, c, d in parts]
+        return _Rewire.apply(z.detach(), z.detach(), coefs, *(t for t, _, _ in parts))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -136,7 +182,10 @@ class EpsilonRule(Rule):
 
     def modified(self, module, x, z, state):
         sign = torch.where(z.detach() >= 0, 1.0, -1.0).to(z)
-        return [(z + self.epsilon * sign, 1.0)]     # z' = z + eps sign(z): same gradient, larger denominator
+        return [(z, 1.0, z + self.epsilon * sign)]     # z' = z + eps sign(z): same gradient, larger denominator
+
+    def apply(self, module, x, z, state):
+        return _Epsilon.apply(z, self.epsilon)      # the same, in fewer operations
 
 
 class GammaRule(Rule):
@@ -157,24 +206,30 @@ class GammaRule(Rule):
         self.gamma = gamma
 
     def modified(self, module, x, z, state):
-        zp, zn = _positive_negative(module, x)
-        b = module.bias
-        if b is not None:
-            shape = (-1,) + (1,) * (z.dim() - 2)
-            zp, zn = zp + b.clamp_min(0).view(shape), zn + b.clamp_max(0).view(shape)
-        return [(z + self.gamma * torch.where(z.detach() >= 0, zp, zn), 1.0)]
+        # z'(z >= 0) = z + gamma (zp + b+);  z'(z < 0) = z + gamma (z - b - zp + b-) = (1 + gamma) z - gamma (zp + b+)
+        # (zp: positive contributions), so one extra convolution gives both; the gradient goes into z and zp.
+        g = self.gamma
+        zp = _positive_part(module, x)
+        with torch.no_grad():
+            bp = 0.0 if module.bias is None else module.bias.clamp_min(0).view((-1,) + (1,) * (z.dim() - 2))
+            positive = (z >= 0).to(z.dtype)
+            denominator = torch.where(positive.bool(), z + g * (zp + bp), (1 + g) * z - g * (zp + bp))
+        return [(z, 1 + g - g * positive, denominator), (zp, g * (2 * positive - 1), denominator)]
 
 
-def _positive_negative(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sum_j (x_j w_jk)^+, sum_j (x_j w_jk)^-)`` without bias, as ``x^+ w^+ + x^- w^-`` and ``x^+ w^- + x^- w^+``."""
+def _positive_part(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``sum_j (x_j w_jk)^+`` without bias, as ``x^+ w^+ + x^- w^-``."""
     w = module.weight
-    wp, wn = w.clamp_min(0), w.clamp_max(0)
-    if bool(x.detach().min() >= 0):                 # after a ReLU: two convolutions suffice
-        return _linear(module, x, wp, None), _linear(module, x, wn, None)
-    xp, xn = x.clamp_min(0), x.clamp_max(0)
-    zp = _linear(module, xp, wp, None) + _linear(module, xn, wn, None)
-    zn = _linear(module, xp, wn, None) + _linear(module, xn, wp, None)
-    return zp, zn
+    if bool(x.detach().min() >= 0):                 # after a ReLU: one convolution suffices
+        return _linear(module, x, w.clamp_min(0), None)
+    return _linear(module, x.clamp_min(0), w.clamp_min(0), None) + _linear(module, x.clamp_max(0), w.clamp_max(0), None)
+
+
+def _positive_negative(module: nn.Module, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_j (x_j w_jk)^+, sum_j (x_j w_jk)^-)`` without bias; the second is ``z - b`` minus the first."""
+    zp = _positive_part(module, x)
+    b = module.bias
+    return zp, (z - zp if b is None else z - b.view((-1,) + (1,) * (z.dim() - 2)) - zp)
 
 
 class ZPlusRule(Rule):
@@ -183,7 +238,8 @@ class ZPlusRule(Rule):
     pools = False
 
     def modified(self, module, x, z, state):
-        return [(_positive_negative(module, x)[0], 1.0)]
+        zp = _positive_part(module, x)
+        return [(zp, 1.0, zp)]
 
 
 class AlphaBetaRule(Rule):
@@ -198,8 +254,8 @@ class AlphaBetaRule(Rule):
         self.alpha, self.beta = alpha, beta
 
     def modified(self, module, x, z, state):
-        zp, zn = _positive_negative(module, x)
-        return [(zp, self.alpha), (zn, -self.beta)]
+        zp, zn = _positive_negative(module, x, z)
+        return [(zp, self.alpha, zp), (zn, -self.beta, zn)]
 
 
 class ZBoxRule(Rule):
@@ -226,7 +282,7 @@ class ZBoxRule(Rule):
         w = module.weight
         zm = (_linear(module, x, w, None) - _linear(module, low, w.clamp_min(0), None)
               - _linear(module, high, w.clamp_max(0), None))
-        return [(zm, 1.0)]
+        return [(zm, 1.0, zm)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -313,52 +369,45 @@ def _batchnorm_pairs(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Mod
     return pairs
 
 
+def _skip(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 @contextmanager
 def merge_batchnorm(model: nn.Module) -> Iterator[list[tuple[str, str]]]:
     """Within the block, every batch norm is folded into the preceding ``Conv2d``/``Linear``
     (eval-mode statistics): ``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma /
-    sqrt(var + eps) + beta``, and the batch norm is set to the identity (weight 1, bias 0, mean 0,
-    var 1, eps 0). Yields ``[(linear name, bn name), ...]``. On exit every tensor is copied back
-    (bit for bit) and a bias the layer did not have is removed again, even after an error.
+    sqrt(var + eps) + beta``, and the batch norm is skipped (its ``forward`` is swapped for the
+    identity). Yields ``[(linear name, bn name), ...]``.
+
+    Nothing is written into the model's tensors: the layer's ``weight`` and ``bias`` *entries*
+    are swapped for new, frozen parameters holding the merged values, and on exit (even after an
+    error) the original parameter objects are put back and the batch norm's ``forward`` removed,
+    so the ``state_dict`` is bit for bit what it was (and a bias the layer did not have is gone).
     """
     pairs = _batchnorm_pairs(model)
     saved = []
     try:
         with torch.no_grad():
             for _, lin, _, bn in pairs:
-                had_bias = lin.bias is not None
-                record = (lin, bn, had_bias, lin.weight.detach().clone(),
-                          lin.bias.detach().clone() if had_bias else None,
-                          {k: v.detach().clone() for k, v in bn.state_dict().items()}, bn.eps)
-                saved.append(record)
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-                    1 / torch.sqrt(bn.running_var + bn.eps)
+                saved.append((lin, bn, lin._parameters["weight"], lin._parameters["bias"], bn.__dict__.get("forward")))
+                std = torch.sqrt(bn.running_var + bn.eps)
+                scale = bn.weight / std if bn.affine else 1 / std
                 shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
                 shape = (-1,) + (1,) * (lin.weight.dim() - 1)
-                lin.weight.mul_(scale.view(shape))
-                bias = (lin.bias * scale + shift) if had_bias else shift.clone()
-                if had_bias:
-                    lin.bias.copy_(bias)
-                else:
-                    lin.bias = nn.Parameter(bias, requires_grad=False)
-                if bn.affine:
-                    bn.weight.fill_(1)
-                    bn.bias.zero_()
-                bn.running_mean.zero_()
-                bn.running_var.fill_(1)
-                bn.eps = 0.0
+                bias = shift if lin.bias is None else lin.bias * scale + shift
+                lin._parameters["weight"] = nn.Parameter(lin.weight * scale.view(shape), requires_grad=False)
+                lin._parameters["bias"] = nn.Parameter(bias, requires_grad=False)
+                bn.forward = _skip
         yield [(a, c) for a, _, c, _ in pairs]
     finally:
-        with torch.no_grad():
-            for lin, bn, had_bias, weight, bias, bn_state, eps in reversed(saved):
-                lin.weight.copy_(weight)
-                if had_bias:
-                    lin.bias.copy_(bias)
-                else:
-                    lin.bias = None
-                for k, v in bn.state_dict(keep_vars=True).items():
-                    v.copy_(bn_state[k])
-                bn.eps = eps
+        for lin, bn, weight, bias, forward in reversed(saved):
+            lin._parameters["weight"] = weight
+            lin._parameters["bias"] = bias
+            if forward is None:
+                del bn.forward
+            else:
+                bn.forward = forward
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -406,7 +455,7 @@ class RelevanceState:
     ``rules``: ``{layer name: rule}``. ``leaf``: the first linear layer's input as a graph leaf
     (``[B, ...]``, same number of elements per image as ``x``). ``extra_leaves``: tensors whose
     ``tensor * grad`` is added to the input relevance (the z^B bounds). ``bounds``: the pixel
-    bounds mapped to the first layer's input. ``reference``: with DeepLIFT, the batch is ``[x; x_ref]``.
+    bounds mapped to the first layer's input. ``recording``: DeepLIFT's reference pass is running (activations are recorded, not rewired).
     ``relevance``: ``{name: R [B, ...]}`` at the outputs of the modules named in ``record``.
     """
 
@@ -417,6 +466,7 @@ class RelevanceState:
     extra_leaves: list[torch.Tensor] = field(default_factory=list)
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None
     relevance: dict[str, torch.Tensor] = field(default_factory=dict)
+    recording: bool = False
 
 
 def _activation_multiplier(module: nn.Module, z: torch.Tensor, a: torch.Tensor,
@@ -439,7 +489,8 @@ def _activation_multiplier(module: nn.Module, z: torch.Tensor, a: torch.Tensor,
 def relevance_rules(model: nn.Module, composite: Composite | None = None, *, mode: str = "lrp",
                     record: Sequence[str] = (), allow: tuple[type, ...] = ()) -> Iterator[RelevanceState]:
     """Within the block, ``model``'s backward pass propagates relevance (``mode="lrp"``) or DeepLIFT
-    multipliers (``mode="deeplift"``, the batch must be ``[x; x_ref]``).
+    multipliers (``mode="deeplift"``: run the reference through the model first, with
+    ``state.recording = True`` and no gradient; the activations' reference values are recorded).
 
     Eval mode and frozen parameters (:func:`~xai_helpers.core.explaining`), batch norm merged
     (:func:`merge_batchnorm`, LRP only), and forward hooks: on each linear/pooling layer its rule;
@@ -479,22 +530,25 @@ def relevance_rules(model: nn.Module, composite: Composite | None = None, *, mod
             return rule.apply(module, args[0], output, state)
         return hook
 
+    refs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
     def act_pre_hook(module, args):
         inputs.setdefault(id(module), []).append(args[0])
-        return (args[0].clone(),) + tuple(args[1:])
+        if getattr(module, "inplace", False):       # the in-place op must not overwrite the pre-activation
+            return (args[0].clone(),) + tuple(args[1:])
+        return None
 
     def act_hook(module, _args, output):
         z = inputs[id(module)].pop()
+        if state.recording:                          # DeepLIFT's reference pass
+            refs.setdefault(id(module), []).append((z.detach(), output.detach()))
+            return output
         if not torch.is_grad_enabled():
             return output
-        zd, ad = z.detach(), output.detach()
         if mode == "deeplift":
-            half = zd.shape[0] // 2
-            m = _activation_multiplier(module, zd[:half], ad[:half], zd[half:], ad[half:])
-            m = torch.cat([m, torch.zeros_like(m)])   # the reference half gets no gradient anyway
-        else:
-            m = _activation_multiplier(module, zd, ad, None, None)
-        return _rewire(output, [(z, m)])
+            z_ref, a_ref = refs[id(module)].pop(0)
+            return _Rescale.apply(z, output.detach(), z_ref, a_ref, module)
+        return _Rescale.apply(z, output.detach(), None, None, module)
 
     def make_record_hook(name):
         def hook(module, args, output):
@@ -512,7 +566,9 @@ def relevance_rules(model: nn.Module, composite: Composite | None = None, *, mod
             for name, rule in rules.items():
                 handles.append(modules[name].register_forward_hook(make_rule_hook(name, rule)))
             for m in model.modules():
-                if isinstance(m, ACTIVATIONS):
+                # LRP through ReLU and LeakyReLU: f(z) / z is their derivative, autograd's own backward
+                plain = mode == "lrp" and isinstance(m, (nn.ReLU, nn.LeakyReLU)) and not m.inplace
+                if isinstance(m, ACTIVATIONS) and not plain:
                     handles.append(m.register_forward_pre_hook(act_pre_hook))
                     handles.append(m.register_forward_hook(act_hook))
             for name in record:
@@ -522,6 +578,7 @@ def relevance_rules(model: nn.Module, composite: Composite | None = None, *, mod
             for h in handles:
                 h.remove()
             inputs.clear()
+            refs.clear()
 
 
 @contextmanager
@@ -630,12 +687,16 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *,
             raise ValueError(f"reference of shape {list(reference.shape)} does not broadcast to x {list(x.shape)}") from err
     else:
         ref = torch.full_like(x, float(reference))
-    b = x.shape[0]
-    leaf = torch.cat([x, ref]).detach().clone().requires_grad_(True)
-    with relevance_rules(model, mode="deeplift"), torch.enable_grad():
-        scores = select_scores(model(leaf.clone())[:b], target)
-        (g,) = torch.autograd.grad(scores.sum(), leaf)
-    return ((x - ref) * g[:b]).detach()
+    leaf = x.detach().clone().requires_grad_(True)
+    with relevance_rules(model, mode="deeplift") as state:
+        state.recording = True
+        with torch.no_grad():
+            model(ref.detach().clone())
+        state.recording = False
+        with torch.enable_grad():
+            scores = select_scores(model(leaf.clone()), target)
+            (g,) = torch.autograd.grad(scores.sum(), leaf)
+    return ((x - ref) * g).detach()
 
 
 def conservation_error(model: nn.Module, x: torch.Tensor, target: Target, attributions: torch.Tensor,
