@@ -238,7 +238,7 @@ def test_two_layer_network_deeplift_and_gradient_x_input_by_hand():
     torch.testing.assert_close(P.gradient_x_input(model, x, 0).flatten(), expected)
     # reference (1, 1, 1): z1_ref = (2, 1), a1_ref = (2, 1); multipliers (1-2)/(1-2) = 1, (0-1)/(-1/4-1) = 4/5
     # m = 2 * 1 * (1,-1,2) + 1 * 4/5 * (-1,1,1) = (6/5, -6/5, 24/5); dx = (0, -1/2, -3/4)
-    got = P.deeplift(model, x, 0, reference=1.0).flatten()
+    got = P.deeplift(model, x, 0, baseline=1.0).flatten()
     torch.testing.assert_close(got, torch.tensor([0.0, 0.6, -3.6]))
     assert abs(got.sum().item() - (2.0 - 5.0)) < 1e-6          # y(x) - y(x_ref) = 2 - (2*2 + 1)
 
@@ -312,8 +312,8 @@ def test_deeplift_summation_to_delta_and_reference():
     model = tiny()
     x, ref = image(4), image(5)
     for reference in (None, ref, 0.5):
-        attributions = P.deeplift(model, x, 1, reference=reference)
-        assert abs(P.conservation_error(model, x, 1, attributions, reference=0.0 if reference is None
+        attributions = P.deeplift(model, x, 1, baseline=reference)
+        assert abs(P.conservation_error(model, x, 1, attributions, baseline=0.0 if reference is None
                                         else reference).item()) < 1e-5
 
 
@@ -330,13 +330,13 @@ def test_deeplift_matches_the_dense_reference():
     M = L["W4"] @ L["P"] @ (torch.eye(D1.shape[0], dtype=x.dtype) + L["W3"] @ D2 @ L["W2"]) @ D1 @ L["W1"]
     m_pixels = M[0] / L["std"].repeat_interleave(L["hw"])
     expected = ((x - ref).flatten() * m_pixels).view(x.shape)
-    torch.testing.assert_close(P.deeplift(model, x, 0, reference=ref), expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(P.deeplift(model, x, 0, baseline=ref), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_x_input_is_one_step_integrated_gradients_and_the_dense_jacobian():
     model, x = tiny(), image(8)
     gxi = P.gradient_x_input(model, x, 2)
-    ig = integrated_gradients(model, x, 2, steps=1, rule="riemann")
+    ig = integrated_gradients(model, x, 2, steps=1, quadrature="riemann")
     torch.testing.assert_close(gxi, ig, rtol=1e-5, atol=1e-7)
     L = reference_layers(model, x)
     d1 = torch.diag(((L["z1"] > 0) & (L["z1"] < 6)).double())

@@ -38,6 +38,7 @@ __all__ = [
     "explaining",
     "Capture",
     "capture_activation",
+    "baseline_like",
     "normalize_maps",
     "postprocess_maps",
 ]
@@ -423,6 +424,21 @@ def capture_activation(
         handle.remove()
     if capture.activation is None:
         raise RuntimeError(f"layer {capture.layer!r} never ran during the forward pass; is it used by forward()?")
+
+
+def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float | None) -> torch.Tensor:
+    """The baseline (reference input) of a method as a tensor shaped like ``x``, without grad.
+
+    ``None`` is the black image (zeros); a number fills every pixel; a tensor must broadcast to ``x``.
+    """
+    if baseline is None:
+        return torch.zeros_like(x)
+    if not isinstance(baseline, torch.Tensor):
+        return torch.full_like(x, float(baseline))
+    try:
+        return baseline.detach().to(x).expand_as(x)
+    except RuntimeError as err:
+        raise ValueError(f"baseline of shape {list(baseline.shape)} does not broadcast to x {list(x.shape)}") from err
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import Target, as_targets, check_images, explaining, select_scores
+from .core import Target, as_targets, baseline_like, check_images, explaining, select_scores
 from .registry import register
 from .rules import input_gradients
 
@@ -80,18 +80,6 @@ def _batched(
                       for i in range(0, inputs.shape[0], batch_size)])
 
 
-def _baseline_like(x: torch.Tensor, baseline: torch.Tensor | float | None) -> torch.Tensor:
-    """The baseline as a tensor shaped like ``x`` (``None``: black image, zeros), without grad."""
-    if baseline is None:
-        return torch.zeros_like(x)
-    if not isinstance(baseline, torch.Tensor):
-        return torch.full_like(x, float(baseline))
-    try:
-        return baseline.detach().to(x).expand_as(x)
-    except RuntimeError as err:
-        raise ValueError(f"baseline of shape {list(baseline.shape)} does not broadcast to x {list(x.shape)}") from err
-
-
 def _path_integrals(
     model: nn.Module, x: torch.Tensor, targets: torch.Tensor, base: torch.Tensor,
     alphas: torch.Tensor, weights: torch.Tensor, batch_size: int,
@@ -138,7 +126,7 @@ def integrated_gradients(
     """
     check_images(x)
     x = x.detach()
-    base = _baseline_like(x, baseline)
+    base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
     alphas, weights = (t.to(x) for t in _quadrature(steps, quadrature))
     return (x - base) * _path_integrals(model, x, targets, base, alphas, weights[None], batch_size)[0]
@@ -157,7 +145,7 @@ def completeness_error(
     """``sum(attributions) - (y^c(x) - y^c(x'))`` per image, ``[B]``: zero for exact Integrated Gradients."""
     check_images(x)
     x = x.detach()
-    base = _baseline_like(x, baseline)
+    base = baseline_like(x, baseline)
     return attributions.detach().flatten(1).sum(1) - _score_gap(model, x, target, base)
 
 
@@ -203,7 +191,7 @@ def integrated_gradients_to_tolerance(
     if not 1 <= start_steps <= max_steps:
         raise ValueError(f"need 1 <= start_steps <= max_steps, got {start_steps} and {max_steps}")
     x = x.detach()
-    base = _baseline_like(x, baseline)
+    base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
     gap = _score_gap(model, x, targets, base)                                        # [B]
     attributions = torch.zeros_like(x)
@@ -240,7 +228,7 @@ def completeness_curve(
     check_images(x)
     x = x.detach()
     steps = sorted(set(steps))
-    base = _baseline_like(x, baseline)
+    base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
     grids = [_quadrature(s, quadrature) for s in steps]
     keys = np.round(torch.cat([a for a, _ in grids]).numpy(), 12)

@@ -32,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, check_images, explaining, select_scores
+from .core import Target, baseline_like, check_images, explaining, select_scores
+from .registry import register
+from .rules import input_gradients
 
 __all__ = [
     "Rule", "ZeroRule", "EpsilonRule", "GammaRule", "ZPlusRule", "AlphaBetaRule", "ZBoxRule",
     "Composite", "epsilon_gamma_box", "uniform",
     "merge_batchnorm", "check_propagatable", "relevance_rules", "RelevanceState",
-    "gradient_x_input", "lrp", "lrp_with_layers", "deeplift", "conservation_error", "METHODS",
+    "gradient_x_input", "lrp", "lrp_with_layers", "deeplift", "conservation_error",
 ]
 
 LINEAR = (nn.Conv2d, nn.Linear)
@@ -432,8 +434,8 @@ def check_propagatable(model: nn.Module, allow: tuple[type, ...] = ()) -> None:
     known = LINEAR + POOLS + ACTIVATIONS + BATCHNORMS + GRADIENT_PASS + _preprocessing_types() + tuple(allow)
     for name, m in model.named_modules():
         own_params = [p for p, _ in m.named_parameters(recurse=False)]
-        if isinstance(m, known):
-            continue
+        if isinstance(m, known) or (isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) and not own_params):
+            continue    # an empty container is the identity (ShuffleNet's stride-1 branch1)
         if own_params:
             raise ValueError(
                 f"cannot propagate relevance through {name or 'the model'!r} ({type(m).__name__}): it has parameters "
@@ -614,18 +616,15 @@ def _first_layer_input(model: nn.Module, first: nn.Module, x: torch.Tensor) -> t
 # ----------------------------------------------------------------------------------------------------
 # Methods
 # ----------------------------------------------------------------------------------------------------
+@register("gradient_x_input", title="gradient × input", space="input", needs_layer=False, family="propagation",
+          cost="1 forward + 1 backward", reference="shrikumar2017learning")
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Gradient x input: ``x * d y^c / d x``, ``[B, C, H, W]``, signed.
 
     The first-order Taylor term of ``y^c`` at 0, and Integrated Gradients from a zero baseline with
     a single step. Equals LRP-0 in pixel space for a ReLU network without biases or preprocessing.
     """
-    check_images(x)
-    leaf = x.detach().clone().requires_grad_(True)
-    with explaining(model), torch.enable_grad():
-        scores = select_scores(model(leaf.clone()), target)
-        (g,) = torch.autograd.grad(scores.sum(), leaf)
-    return (x.detach() * g).detach()
+    return x.detach() * input_gradients(model, x, target)
 
 
 def _to_pixels(relevance: torch.Tensor, x: torch.Tensor, first: str) -> torch.Tensor:
@@ -655,6 +654,8 @@ def lrp_with_layers(model: nn.Module, x: torch.Tensor, target: Target, *, compos
     return _to_pixels(relevance, x, state.first).detach(), dict(state.relevance)
 
 
+@register("lrp", title="LRP (ε-γ-z^B composite)", space="input", needs_layer=False, family="propagation",
+          cost="1 forward + 1 backward under modified rules", reference="bach2015pixel")
 def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Composite | None = None) -> torch.Tensor:
     """Layer-wise relevance propagation (Bach et al. 2015), ``[B, C, H, W]``, signed.
 
@@ -667,26 +668,20 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Composi
     return lrp_with_layers(model, x, target, composite=composite)[0]
 
 
+@register("deeplift", title="DeepLIFT (Rescale)", space="input", needs_layer=False, family="propagation",
+          cost="2 forwards + 1 backward", reference="shrikumar2017learning")
 def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *,
-             reference: torch.Tensor | float | None = None) -> torch.Tensor:
+             baseline: torch.Tensor | float | None = None) -> torch.Tensor:
     """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), ``[B, C, H, W]``, signed.
 
     ``(x - x_ref) * m`` where ``m`` is the chain rule with every activation's derivative replaced
-    by ``(f(z) - f(z_ref)) / (z - z_ref)`` (``z_ref`` from the forward pass of ``reference``, zeros
-    by default; ``f'(z)`` where ``z ~ z_ref``). Summation to delta: ``sum(attributions) = y^c(x) -
+    by ``(f(z) - f(z_ref)) / (z - z_ref)`` (``z_ref`` from the forward pass of the reference input
+    ``x_ref = baseline``, zeros by default, as for Integrated Gradients; ``f'(z)`` where ``z ~ z_ref``). Summation to delta: ``sum(attributions) = y^c(x) -
     y^c(x_ref)`` exactly when every nonlinearity is a ReLU-family activation (max pooling keeps its
     gradient, so there it is approximate).
     """
     check_images(x)
-    if reference is None:
-        ref = torch.zeros_like(x)
-    elif isinstance(reference, torch.Tensor):
-        try:
-            ref = reference.to(x).expand_as(x)
-        except RuntimeError as err:
-            raise ValueError(f"reference of shape {list(reference.shape)} does not broadcast to x {list(x.shape)}") from err
-    else:
-        ref = torch.full_like(x, float(reference))
+    ref = baseline_like(x, baseline)
     leaf = x.detach().clone().requires_grad_(True)
     with relevance_rules(model, mode="deeplift") as state:
         state.recording = True
@@ -700,20 +695,13 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *,
 
 
 def conservation_error(model: nn.Module, x: torch.Tensor, target: Target, attributions: torch.Tensor,
-                       reference: torch.Tensor | float | None = 0.0) -> torch.Tensor:
-    """``sum(attributions) - (y^c(x) - y^c(x_ref))`` per image ``[B]``; ``reference=None`` compares with ``y^c(x)``."""
+                       baseline: torch.Tensor | float | None = 0.0) -> torch.Tensor:
+    """``sum(attributions) - (y^c(x) - y^c(x_ref))`` per image ``[B]``; ``baseline=None`` compares with ``y^c(x)``."""
     check_images(x)
     with explaining(model), torch.no_grad():
         gap = select_scores(model(x), target)
-        if reference is not None:
-            ref = reference if isinstance(reference, torch.Tensor) else torch.full_like(x, float(reference))
-            gap = gap - select_scores(model(ref.to(x).expand_as(x)), target)
+        if baseline is not None:
+            gap = gap - select_scores(model(baseline_like(x, baseline)), target)
     return attributions.flatten(1).sum(1) - gap
 
 
-#: name -> method(model, x, target) for tables and explorers
-METHODS: dict[str, Callable[..., torch.Tensor]] = {
-    "gradient_x_input": gradient_x_input,
-    "lrp": lrp,
-    "deeplift": deeplift,
-}

@@ -1,0 +1,140 @@
+"""The registry and the output contract: every registered method on torchvision's CNNs.
+
+Each method runs on twelve torchvision architectures (weights=None, 64 x 64 inputs) and must
+either keep the output contract or refuse with a clear error that names what it cannot handle;
+it must leave the model exactly as it was; and where a plain-autograd reference exists, it must
+agree with one computed here without xai_helpers.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from xai_helpers import registry
+from xai_helpers.core import find_last_conv_layer
+from xai_helpers.display import to_heatmap
+
+ARCHITECTURES = [
+    "resnet18", "vgg11", "densenet121", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+    "convnext_tiny", "regnet_x_400mf", "shufflenet_v2_x0_5", "squeezenet1_1", "googlenet", "mnasnet0_5",
+]
+# Small settings, so the sweep stays cheap; every method still runs its whole algorithm.
+OPTIONS = {
+    "score_cam": {"batch_size": 64},
+    "occlusion": {"window": 32, "stride": 32},
+    "smoothgrad": {"n_samples": 2, "batch_size": 4},
+    "integrated_gradients": {"steps": 2},
+}
+# Architectures that relevance propagation does not define (SiLU, GELU or Hardswish activations; a
+# batch norm *before* its convolution, which cannot be merged): LRP and DeepLIFT must refuse them
+# with an error that names the module.
+REFUSED = {"mobilenet_v3_small": {"lrp", "deeplift"}, "efficientnet_b0": {"lrp", "deeplift"},
+           "convnext_tiny": {"lrp", "deeplift"}, "densenet121": {"lrp"}}
+# Score-CAM costs K + 2 forward passes per image (K up to 1280 here): one image is enough.
+ONE_IMAGE = {"score_cam"}
+_MODELS: dict[str, tuple[nn.Module, str]] = {}
+
+
+def build(name: str) -> tuple[nn.Module, str]:
+    if name not in _MODELS:
+        torch.manual_seed(0)
+        extra = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+        model = torchvision.models.get_model(name, weights=None, **extra).eval()
+        with torch.no_grad():   # ConvNeXt starts its residual branches at 1e-6: make them count
+            for module in model.modules():
+                if isinstance(getattr(module, "layer_scale", None), nn.Parameter):
+                    module.layer_scale.fill_(1.0)
+        _MODELS[name] = model, find_last_conv_layer(model, input_size=64)
+    return _MODELS[name]
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+    }
+
+
+def assert_untouched(model: nn.Module, before: dict) -> None:
+    after = model.state_dict()
+    assert before["state"].keys() == after.keys()
+    assert all(torch.equal(before["state"][k], after[k]) for k in after)
+    assert [m.training for m in model.modules()] == before["training"]
+    assert [p.requires_grad for p in model.parameters()] == before["requires_grad"]
+    assert all(p.grad is None for p in model.parameters())
+    for m in model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks), type(m).__name__
+
+
+def test_registry_knows_every_method_once_with_its_facts():
+    names = [m.name for m in registry.methods()]
+    assert len(names) == len(set(names)) >= 15
+    for method in registry.methods():
+        assert method.space in ("input", "map") and method.cost and method.reference and method.title
+        assert registry.get(method.name) is method
+    assert {m.name for m in registry.methods(family="cam")} >= {"grad_cam", "score_cam"}
+    assert all(m.space == "map" for m in registry.methods(space="map"))
+
+
+def test_lookup_errors_name_the_fix():
+    with pytest.raises(KeyError, match="Did you mean 'grad_cam'"):
+        registry.get("gradcam")
+    model, x = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), torch.rand(1, 3, 8, 8)
+    with pytest.raises(TypeError, match="needs layer"):
+        registry.attribute("grad_cam", model, x, 0)
+    with pytest.raises(TypeError, match="takes no layer"):
+        registry.attribute("saliency", model, x, 0, layer="1")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("saliency", title="x", space="input", needs_layer=False, cost="1", family="gradient")(lambda m, x, t: x)
+
+
+def test_contract_check_catches_a_broken_method():
+    method = registry.get("saliency")
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="expected shape"):
+        registry.check_contract(method, x, torch.zeros(2, 8, 8))
+    with pytest.raises(RuntimeError, match="requires_grad"):
+        registry.check_contract(method, x, torch.zeros(2, 3, 8, 8, requires_grad=True))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_method_on_torchvision_architectures(arch):
+    model, layer = build(arch)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    targets = [1, 7]
+    before = snapshot(model)
+    results = {}
+    for method in registry.methods():
+        options = dict(OPTIONS.get(method.name, {}))
+        if method.needs_layer:
+            options["layer"] = layer
+        if method.name in REFUSED.get(arch, ()):
+            with pytest.raises((ValueError, NotImplementedError, TypeError)) as refused:
+                registry.attribute(method.name, model, x, targets, **options)
+            assert "'" in str(refused.value), str(refused.value)    # the message names the module
+            assert_untouched(model, before)
+            continue
+        images, classes = (x[:1], targets[:1]) if method.name in ONE_IMAGE else (x, targets)
+        result = registry.attribute(method.name, model, images, classes, **options)   # checks the contract
+        assert torch.isfinite(result).all(), (arch, method.name)
+        heat = to_heatmap(result)
+        assert heat.shape == (len(images), 64, 64) and heat.min() >= 0 and heat.max() <= 1
+        assert_untouched(model, before)
+        results[method.name] = result
+
+    # Plain-autograd references, computed here without xai_helpers.
+    leaf = x.clone().requires_grad_(True)
+    scores = model(leaf).gather(1, torch.tensor(targets)[:, None]).sum()
+    (gradient,) = torch.autograd.grad(scores, leaf)
+    # Untrained networks have tiny gradients: compare relative to the reference's largest entry.
+    def close(a: torch.Tensor, b: torch.Tensor, tolerance: float) -> bool:
+        return bool((a - b).abs().max() <= tolerance * b.abs().max())
+
+    assert close(results["saliency"], gradient, 1e-4), arch
+    assert close(results["gradient_x_input"], x * gradient, 1e-4), arch
+    # guided backprop and deconvnet are never the plain gradient under another name
+    assert not close(results["guided_backprop"], gradient, 1e-2), arch
+    assert not close(results["deconvnet"], gradient, 1e-2), arch
