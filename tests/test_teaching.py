@@ -52,7 +52,7 @@ def week_plan(page: str) -> dict[str, list[str]]:
     weeks = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) > 1 and cells[0].isdigit():
+        if len(cells) > 1 and cells[0][:1].isdigit():
             weeks[cells[0]] = DOC.findall(cells[1])
     return weeks
 
