@@ -42,10 +42,15 @@ def exercises_section(text: str) -> list[str]:
     starts = [i for i, line in enumerate(lines) if line.strip() == "## Exercises"]
     if not starts:
         return []
-    section = []
+    section, fence = [], None
     for line in lines[starts[0] + 1 :]:
-        if re.match(r"^#{1,2} ", line):
-            break
+        marker = re.match(r"^(`{3,}|:{3,})", line)
+        if fence is None and marker:
+            fence = marker.group(1)                  # a code cell or directive opens
+        elif fence is not None and line.strip() == fence:
+            fence = None                             # ... and closes
+        elif fence is None and re.match(r"^#{1,2} ", line):
+            break                                    # a heading (not a comment inside a code cell)
         section.append(line)
     return section
 
@@ -70,12 +75,13 @@ def test_parser_on_a_small_example():
     text = "\n".join([
         "## Exercises", "", "1. First", "   continued.", "2. Second", "",
         "```{admonition} Solution to exercise 1", ":class: dropdown", "1. not an exercise", "```",
-        "```{code-cell} ipython3", "x = 1", "```", "## Next",
-        "```{admonition} Solution to exercise 2", "```",
+        "```{code-cell} ipython3", "# a comment, not a heading", "x = 1", "```",
+        "```{admonition} Solution to exercise 2", ":class: dropdown", "```", "## Next",
+        "```{admonition} Solution to exercise 3", "```",
     ])
     section = exercises_section(text)
     assert exercise_numbers(section) == [1, 2]
-    assert solution_numbers(section) == [1]      # the one after "## Next" is outside the section
+    assert solution_numbers(section) == [1, 2]   # the one after "## Next" is outside the section
 
 
 @pytest.mark.parametrize(
