@@ -27,9 +27,9 @@ CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.md"))
 WITHOUT_SOLUTIONS_YET = {
     "09_grad_cam",
     "10_guided_methods",
-    "11_feature_visualisation",
-    "12_cam_family_and_evaluation",
-    "13_explain_your_own_cnn",
+    "12_feature_visualisation",
+    "13_cam_family_and_evaluation",
+    "14_explain_your_own_cnn",
 }
 
 EXERCISE_ITEM = re.compile(r"^(\d+)\. \S")

@@ -10,7 +10,11 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``rules``                 backward rules (gradient, deconvnet, guided) as objects, and how they apply
 ``gradients``             saliency, deconvnet, guided backprop, guided Grad-CAM, SmoothGrad
 ``integrated``            Integrated Gradients: quadratures, completeness, tolerance mode
-``display``               pixel-space attributions as maps and images
+``display``               the output contract's heatmaps; pixel-space attributions as images
+``registry``              every method, its calling convention and output contract
+``propagation``           gradient x input, LRP (rules, composites, batch-norm merging), DeepLIFT
+``cost``                  forward and backward passes, counted
+``stats``                 bootstrap intervals for comparisons over images
 ``perturbation``          occlusion
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
@@ -29,7 +33,8 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 __all__ = [
-    "core", "models", "data", "cam", "rules", "gradients", "integrated", "display", "perturbation", "featvis", "evaluation",
+    "core", "registry", "models", "data", "cam", "rules", "gradients", "integrated", "display", "propagation",
+    "perturbation", "featvis", "evaluation", "cost", "stats",
     "sanity", "plot", "widgets", "training", "receptive_field", "background",
 ]
 

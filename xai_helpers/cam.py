@@ -54,10 +54,10 @@ def activations_and_gradients(
             raise RuntimeError(f"the model's output does not depend on layer {capture.layer!r}")
         # Backward from the scores to A, where the graph starts. Output gradients of ones give the
         # gradient of scores.sum(): each image its own, since images do not interact in eval mode.
-        (gradients,) = torch.autograd.grad(scores, capture.activation, torch.ones_like(scores), allow_unused=True)
+        (gradients,) = torch.autograd.grad(scores, capture.output, torch.ones_like(scores), allow_unused=True)
     if gradients is None:
         raise RuntimeError(f"the target scores do not depend on layer {capture.layer!r}")
-    return capture.activation.detach(), gradients, logits.detach()
+    return capture.output.detach(), gradients, logits.detach()
 
 
 def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, combine: Combine, *,
@@ -65,7 +65,7 @@ def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer
     """The CAM skeleton: ``combine(A, G) -> [B, h, w]``, then :func:`~xai_helpers.core.postprocess_maps`."""
     activations, gradients, _ = activations_and_gradients(model, x, target, layer)
     maps = combine(activations, gradients)
-    return postprocess_maps(maps, tuple(x.shape[-2:]), relu=relu, upsample=upsample, normalize=normalize)
+    return postprocess_maps(maps, (x.shape[-2], x.shape[-1]), relu=relu, upsample=upsample, normalize=normalize)
 
 
 @register("grad_cam", title="Grad-CAM", space="map", needs_layer=True, family="cam", signed=False,
@@ -165,12 +165,12 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if weighting not in ("increase", "softmax"):
         raise ValueError(f"weighting must be 'increase' or 'softmax', got {weighting!r}")
-    size = tuple(x.shape[-2:])
+    size = (x.shape[-2], x.shape[-1])
     with explaining(model), torch.no_grad():
         with capture_activation(model, layer, graph_from_layer=False, spatial=True) as capture:
             logits = check_logits(model(x))
         targets = as_targets(target, x.shape[0], logits.shape[1], device=x.device)
-        activations = capture.activation                                            # [B, K, h, w]
+        activations = capture.output                                                # [B, K, h, w]
 
         def score(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:    # [n, 3, H, W] -> [n]
             out = model(images)

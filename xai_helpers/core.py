@@ -381,6 +381,13 @@ class Capture:
     activation: torch.Tensor | None = None
     calls: int = field(default=0)
 
+    @property
+    def output(self) -> torch.Tensor:
+        """The recorded activation; an error if the layer has not run (yet)."""
+        if self.activation is None:
+            raise RuntimeError(f"layer {self.layer!r} has not run; is it used by the model's forward()?")
+        return self.activation
+
 
 @contextmanager
 def capture_activation(

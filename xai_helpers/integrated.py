@@ -44,6 +44,7 @@ __all__ = [
     "completeness_curve",
 ]
 
+#: The quadrature rules :func:`quadrature` knows.
 QUADRATURES = ("gauss-legendre", "trapezoid", "riemann")
 
 
@@ -53,8 +54,8 @@ def quadrature(steps: int, rule: str = "gauss-legendre") -> tuple[torch.Tensor, 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps (gradient evaluations along the path) must be an int >= 1, got {steps!r}")
     if rule == "gauss-legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(steps)     # on [-1, 1], weights sum to 2
-        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+        nodes, gl_weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1], weights sum to 2
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gl_weights / 2)
     if rule == "trapezoid":
         if steps < 2:
             raise ValueError("the trapezoid rule needs steps >= 2 (both ends of the path); use 'gauss-legendre'")

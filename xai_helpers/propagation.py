@@ -24,6 +24,8 @@ it was: parameters, buffers, mode, ``requires_grad`` flags, no hooks, even after
 """
 from __future__ import annotations
 
+import typing
+
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 LINEAR = (nn.Conv2d, nn.Linear)
+Linear = nn.Conv2d | nn.Linear
+BatchNorm = nn.BatchNorm1d | nn.BatchNorm2d
 POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -126,7 +130,7 @@ class _Rescale(torch.autograd.Function):
         return m.mul_(g), None, None, None, None
 
 
-def _linear(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _linear(module: Linear, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``module``'s forward with another ``weight`` and ``bias`` (Conv2d or Linear)."""
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros":
@@ -219,7 +223,7 @@ class GammaRule(Rule):
         return [(z, 1 + g - g * positive, denominator), (zp, g * (2 * positive - 1), denominator)]
 
 
-def _positive_part(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _positive_part(module: Linear, x: torch.Tensor) -> torch.Tensor:
     """``sum_j (x_j w_jk)^+`` without bias, as ``x^+ w^+ + x^- w^-``."""
     w = module.weight
     if bool(x.detach().min() >= 0):                 # after a ReLU: one convolution suffices
@@ -227,7 +231,7 @@ def _positive_part(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _linear(module, x.clamp_min(0), w.clamp_min(0), None) + _linear(module, x.clamp_max(0), w.clamp_max(0), None)
 
 
-def _positive_negative(module: nn.Module, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _positive_negative(module: Linear, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum_j (x_j w_jk)^+, sum_j (x_j w_jk)^-)`` without bias; the second is ``z - b`` minus the first."""
     zp = _positive_part(module, x)
     b = module.bias
@@ -352,10 +356,11 @@ def epsilon_gamma_box(epsilon: float = 0.25, gamma: float = 0.25, low: float = 0
 # ----------------------------------------------------------------------------------------------------
 # Canonizer: batch norm merged into the preceding layer
 # ----------------------------------------------------------------------------------------------------
-def _batchnorm_pairs(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Module]]:
+def _batchnorm_pairs(model: nn.Module) -> list[tuple[str, Linear, str, BatchNorm]]:
     """``(linear name, linear, bn name, bn)`` for each batch norm that directly follows a linear layer
     among its parent's children (``Sequential(conv, bn, ...)`` or ``conv1, bn1`` attributes)."""
-    pairs, paired = [], set()
+    pairs: list[tuple[str, Linear, str, BatchNorm]] = []
+    paired: set[int] = set()
     for parent_name, parent in model.named_modules():
         children = list(parent.named_children())
         for (n1, m1), (n2, m2) in zip(children, children[1:]):
@@ -388,28 +393,29 @@ def merge_batchnorm(model: nn.Module) -> Iterator[list[tuple[str, str]]]:
     so the ``state_dict`` is bit for bit what it was (and a bias the layer did not have is gone).
     """
     pairs = _batchnorm_pairs(model)
-    saved = []
+    saved: list[tuple[Linear, BatchNorm, typing.Any, typing.Any, typing.Any]] = []
     try:
         with torch.no_grad():
             for _, lin, _, bn in pairs:
                 saved.append((lin, bn, lin._parameters["weight"], lin._parameters["bias"], bn.__dict__.get("forward")))
-                std = torch.sqrt(bn.running_var + bn.eps)
+                mean, var = typing.cast(torch.Tensor, bn.running_mean), typing.cast(torch.Tensor, bn.running_var)
+                std = torch.sqrt(var + bn.eps)
                 scale = bn.weight / std if bn.affine else 1 / std
-                shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+                shift = (bn.bias if bn.affine else 0) - mean * scale
                 shape = (-1,) + (1,) * (lin.weight.dim() - 1)
                 bias = shift if lin.bias is None else lin.bias * scale + shift
                 lin._parameters["weight"] = nn.Parameter(lin.weight * scale.view(shape), requires_grad=False)
                 lin._parameters["bias"] = nn.Parameter(bias, requires_grad=False)
-                bn.forward = _skip
+                setattr(bn, "forward", _skip)   # an instance attribute shadows the class's forward
         yield [(a, c) for a, _, c, _ in pairs]
     finally:
         for lin, bn, weight, bias, forward in reversed(saved):
             lin._parameters["weight"] = weight
             lin._parameters["bias"] = bias
             if forward is None:
-                del bn.forward
+                delattr(bn, "forward")
             else:
-                bn.forward = forward
+                setattr(bn, "forward", forward)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -641,16 +647,18 @@ def lrp_with_layers(model: nn.Module, x: torch.Tensor, target: Target, *, compos
     check_images(x)
     composite = composite or epsilon_gamma_box()
     with relevance_rules(model, composite, record=record) as state, torch.enable_grad():
-        if isinstance(state.rules.get(state.first), ZBoxRule):
-            rule = state.rules[state.first]
+        rule = state.rules.get(state.first)
+        if isinstance(rule, ZBoxRule):
             first = dict(model.named_modules())[state.first]
             bounds = torch.stack([torch.full_like(x[0], rule.low), torch.full_like(x[0], rule.high)])
             mapped = _first_layer_input(model, first, bounds)
             state.bounds = (mapped[:1], mapped[1:])
         scores = select_scores(model(x.detach().clone()), target)
-        leaves = [state.leaf, *state.extra_leaves]
+        leaves = [typing.cast(torch.Tensor, state.leaf), *state.extra_leaves]
         grads = torch.autograd.grad(scores.sum(), leaves)
-        relevance = sum(leaf.detach() * g for leaf, g in zip(leaves, grads))
+        relevance = leaves[0].detach() * grads[0]
+        for leaf, g in zip(leaves[1:], grads[1:]):
+            relevance = relevance + leaf.detach() * g
     return _to_pixels(relevance, x, state.first).detach(), dict(state.relevance)
 
 

@@ -149,13 +149,14 @@ def hardswish() -> Activation:
     return Activation("hardswish", F.hardswish, derivative)
 
 
+#: Activation modules the rules apply to (their functional forms are recognised too).
 SUPPORTED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish)
 # Rectifier-like activations with no deconvnet/guided rule: relu_rule refuses them.
 _UNKNOWN_MODULES = (nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.PReLU, nn.RReLU, nn.Softplus, nn.GLU, nn.Threshold,
                     nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Softsign, nn.LogSigmoid)
 _UNKNOWN_FUNCTIONS = {
     F.elu, F.elu_, F.selu, F.celu, F.mish, F.softplus, F.prelu, F.rrelu, F.rrelu_, F.glu, F.threshold,
-    F.threshold_, F.hardshrink, F.softshrink, F.tanhshrink, F.softsign, F.logsigmoid, torch.selu, torch.selu_,
+    getattr(F, "threshold_"), F.hardshrink, F.softshrink, F.tanhshrink, F.softsign, F.logsigmoid, torch.selu, torch.selu_,
     torch.celu, torch.celu_, torch.prelu, torch.rrelu, torch.hardshrink, torch._C._nn.elu,
     torch._C._nn.softplus, torch._C._nn.mish, torch._C._nn.glu, torch._C._nn.softshrink,
 }
@@ -198,6 +199,7 @@ def _hardtanh(x, min_val=-1.0, max_val=1.0, *_, **__) -> Activation | str:
 # Each recognised torch function -> a parser of its arguments giving the Activation (None: not an
 # activation here, e.g. clamp(x, -1, 1); a string: an activation without a rule, named for the error).
 _PARSERS: dict[Callable[..., Any], Callable[..., Activation | str | None]] = {}
+_f: Any
 for _f in (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_):
     _PARSERS[_f] = lambda x, *_, **__: relu()
 for _f in (F.relu6, torch._C._nn.relu6, torch._C._nn.relu6_):
@@ -280,6 +282,7 @@ class Guided(BackwardRule):
         return derivative * g.clamp_min(0)
 
 
+#: The built-in rules by name, as accepted by :func:`relu_rule`.
 RULES: dict[str, BackwardRule] = {rule.name: rule for rule in (Gradient(), Deconvnet(), Guided())}
 
 
