@@ -1,6 +1,7 @@
 """xai_helpers.widgets: a static figure on the website, live controls in Jupyter and Colab."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 ipywidgets = pytest.importorskip("ipywidgets")
@@ -72,17 +73,27 @@ def test_live_mode_builds_one_control_per_choice(live):
     controls = {c.description: c for c in row.children}
     assert list(controls) == list(CHOICES)
     assert isinstance(controls["image"], ipywidgets.Dropdown)
-    assert controls["image"].options == ("cat", "coffee")
+    assert controls["image"].options == (("cat", 0), ("coffee", 1))
     assert isinstance(controls["layer"], ipywidgets.Dropdown)
-    assert controls["layer"].value == "head" and controls["layer"].label == "last block"
+    assert controls["layer"].label == "last block"
     assert isinstance(controls["alpha"], ipywidgets.FloatSlider)
     assert (controls["alpha"].min, controls["alpha"].max, controls["alpha"].value) == (0.0, 1.0, 0.5)
     assert isinstance(controls["channel"], ipywidgets.IntSlider) and controls["channel"].value == 3
     assert draw.calls[0] == DEFAULTS  # the first picture is drawn at once
 
-    controls["image"].value = "coffee"
+    controls["image"].value = 1                 # the dropdown holds positions; draw gets the entry
     controls["channel"].value = 7
     assert draw.calls[-1] == {**DEFAULTS, "image": "coffee", "channel": 7}
+
+
+def test_array_values_work_in_a_dropdown(live):
+    # Regression: ipywidgets compares option values with ==, which arrays answer elementwise.
+    kernels = {"identity": np.eye(3), "box": np.ones((3, 3)) / 9}
+    draw = Recorder()
+    explore(draw, kernel=kernels)
+    row, _ = next(obj for obj in live if isinstance(obj, ipywidgets.VBox)).children
+    row.children[0].value = 1
+    assert draw.calls[-1]["kernel"] is kernels["box"]
 
 
 @pytest.mark.parametrize(
@@ -90,8 +101,8 @@ def test_live_mode_builds_one_control_per_choice(live):
     [
         (Slider(0, 10, 2, 4), ipywidgets.IntSlider, 4),
         (Slider(0.0, 2.0, 0.25, 1.5), ipywidgets.FloatSlider, 1.5),
-        (["a", "b"], ipywidgets.Dropdown, "a"),
-        ({"first": 1, "second": 2}, ipywidgets.Dropdown, 1),
+        (["a", "b"], ipywidgets.Dropdown, 0),
+        ({"first": 1, "second": 2}, ipywidgets.Dropdown, 0),
     ],
 )
 def test_control_for_each_kind_of_choice(choice, control, value):

@@ -66,7 +66,7 @@ __all__ = ["saliency", "deconvnet", "guided_backprop", "guided_grad_cam", "smoot
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Vanilla gradient (Simonyan et al., 2014): ``d y^c / d x``, ``[B, 3, H, W]``, signed.
 
-    Reduce it to one value per pixel with :func:`reduce_channels` (max of ``|g|`` over colours).
+    Reduce it to one value per pixel with :func:`~xai_helpers.display.reduce_channels` (max of ``|g|`` over colours).
     """
     return input_gradients(model, x, target)
 

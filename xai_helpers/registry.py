@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["Method", "register", "methods", "get", "attribute", "check_contract"]
+__all__ = ["Method", "FAMILIES", "METHOD_MODULES", "register", "methods", "get", "attribute", "check_contract"]
 
 Space = Literal["input", "map"]
 

@@ -63,8 +63,18 @@ def _control(name: str, choice: Any) -> Any:
         kind = int if is_int else float
         return cls(min=kind(choice.min), max=kind(choice.max), step=kind(choice.step),
                    value=kind(choice.value), description=name, continuous_update=False)
-    options = list(choice.items()) if isinstance(choice, Mapping) else list(choice)
-    return w.Dropdown(options=options, description=name)
+    # The dropdown holds positions, not the values themselves: ipywidgets finds the current value by
+    # comparing with ==, which an array value (a convolution kernel) turns into an elementwise array.
+    labels = list(choice) if isinstance(choice, Mapping) else [str(v) for v in choice]
+    return w.Dropdown(options=[(str(label), i) for i, label in enumerate(labels)], value=0, description=name)
+
+
+def _value(choice: Any, control_value: Any) -> Any:
+    """The value a control's state stands for: a slider's number, or the chosen entry of a list or dict."""
+    if isinstance(choice, Slider):
+        return control_value
+    values = list(choice.values()) if isinstance(choice, Mapping) else list(choice)
+    return values[control_value]
 
 
 def explore(draw: Callable[..., Any], **choices: Any) -> Any:
@@ -80,6 +90,9 @@ def explore(draw: Callable[..., Any], **choices: Any) -> Any:
     from IPython.display import display
 
     controls = {name: _control(name, choice) for name, choice in choices.items()}
-    out = w.interactive_output(lambda **values: display(draw(**values)), controls)
+    def show(**states: Any) -> None:
+        display(draw(**{name: _value(choices[name], state) for name, state in states.items()}))
+
+    out = w.interactive_output(show, controls)
     display(w.VBox([w.HBox(list(controls.values())), out]))
     return None
