@@ -202,7 +202,8 @@ def photo_grids(
     if isinstance(photos, PhotoSet):
         if classes is not None:
             raise ValueError("a PhotoSet carries its classes; do not pass classes as well")
-        photos, classes = photos.images, photos.classes
+        photo_set = photos
+        photos, classes = photo_set.images, photo_set.classes
     if classes is None:
         raise ValueError("pass the photos' predicted classes, a list or LongTensor [N], or a PhotoSet")
     classes = torch.as_tensor(classes, dtype=torch.long).flatten()
