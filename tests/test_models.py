@@ -4,11 +4,17 @@ from torch import nn
 
 from xai_helpers.data import sample_image
 from xai_helpers.models import (
+    LITE0_STAGES,
+    EfficientNetLite,
     EfficientNetLite0,
     SmallCNN,
     _rename_checkpoint_key,
+    efficientnet_lite,
     efficientnet_lite0,
     imagenet_categories,
+    lite_checkpoint,
+    lite_stages,
+    stages_from_checkpoint,
     torchvision_model,
 )
 
@@ -100,3 +106,84 @@ def test_torchvision_model_errors_are_clear(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model_builder", lambda name: offline)
     with pytest.raises(RuntimeError, match="efficientnet_lite0"):
         torchvision_model("resnet18")
+
+
+# ----------------------------------------------------------------------------- Lite1 and Lite2
+
+# (variant, state-dict entries, blocks, parameters, channels into the head): facts of the wheels.
+LITE_FACTS = [(0, 296, 16, 4_652_008, 320), (1, 386, 21, 5_416_680, 320), (2, 386, 21, 6_092_072, 352)]
+
+
+@pytest.fixture(scope="module")
+def lite_models():
+    return {v: efficientnet_lite(v) for v in (1, 2)}
+
+
+@pytest.mark.parametrize("variant, entries, blocks, params, head_in", LITE_FACTS)
+def test_every_lite_checkpoint_entry_is_used(variant, entries, blocks, params, head_in):
+    checkpoint = lite_checkpoint(variant)
+    assert len(checkpoint) == entries
+    renamed = {_rename_checkpoint_key(k): v for k, v in checkpoint.items()}
+    assert len(renamed) == entries  # the renaming is one-to-one
+    model = EfficientNetLite(variant)
+    ours = model.state_dict()
+    assert set(renamed) == set(ours)  # no unused checkpoint entry, no parameter left at its init
+    assert all(ours[k].shape == v.shape for k, v in renamed.items())
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert sum(v.numel() for k, v in checkpoint.items() if "running" not in k and "num_batches" not in k) == params
+    assert len(model.blocks) == blocks
+    assert model.stem.conv.out_channels == 32 and model.head.conv.out_channels == 1280
+    assert model.head.conv.in_channels == head_in
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_stage_table_agrees_with_the_weights(variant):
+    # The compound-scaling table and the one read off the checkpoint's shapes are computed independently.
+    assert stages_from_checkpoint(lite_checkpoint(variant)) == lite_stages(variant)
+
+
+def test_lite_stage_tables():
+    assert lite_stages(0) == LITE0_STAGES
+    assert [row[5] for row in lite_stages(1)] == [1, 3, 3, 4, 4, 5, 1]
+    assert [row[4] for row in lite_stages(2)] == [16, 24, 48, 88, 120, 208, 352]
+    # Each stage takes the previous stage's output.
+    for variant in (0, 1, 2):
+        table = lite_stages(variant)
+        assert all(a[4] == b[3] for a, b in zip(table, table[1:]))
+
+
+def test_lite_weights_are_the_checkpoint(lite_models):
+    checkpoint = lite_checkpoint(2)
+    model = lite_models[2]
+    assert torch.equal(model.classifier.weight, checkpoint["_fc.weight"])
+    assert torch.equal(model.blocks[20].project.bn.running_var, checkpoint["_blocks.20._bn2.running_var"])
+    assert not model.training
+
+
+def test_lite0_wrapper_is_unchanged(lite0):
+    model = efficientnet_lite(0)
+    assert type(model) is EfficientNetLite0 and type(lite0) is EfficientNetLite0
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), lite0(x))
+    names = [n for n, _ in lite0.named_children()]
+    assert names == ["normalize", "stem", "blocks", "head", "pool", "dropout", "classifier"]
+    assert lite0.input_size == 224
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("name, label", [("cat", "Egyptian cat"), ("coffee", "espresso")])
+def test_lite1_lite2_recognise_bundled_photos(lite_models, variant, name, label):
+    model = lite_models[variant]
+    for size, min_prob in ((224, 0.5), (model.input_size, 0.3)):
+        with torch.no_grad():
+            probs = model(sample_image(name, size=size)).softmax(1)[0]
+        assert imagenet_categories()[int(probs.argmax())] == label
+        assert probs.max() > min_prob
+    assert model.features(torch.rand(1, 3, model.input_size, model.input_size)).shape[-1] == -(-model.input_size // 32)
+
+
+@pytest.mark.parametrize("bad", [3, -1, "1", True, 1.0])
+def test_unknown_lite_variant_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="variant must be one of"):
+        efficientnet_lite(bad, pretrained=False)

