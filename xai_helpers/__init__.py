@@ -15,6 +15,7 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``propagation``           gradient x input, LRP (rules, composites, batch-norm merging), DeepLIFT
 ``cost``                  forward and backward passes, counted
 ``stats``                 bootstrap intervals for comparisons over images
+``benchmarks``            the evaluation set: usable photos, photo grids, shapes with exact masks
 ``perturbation``          occlusion
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
@@ -34,7 +35,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 __all__ = [
     "core", "registry", "models", "data", "cam", "rules", "gradients", "integrated", "display", "propagation",
-    "perturbation", "featvis", "evaluation", "cost", "stats",
+    "perturbation", "featvis", "evaluation", "cost", "stats", "benchmarks",
     "sanity", "plot", "widgets", "training", "receptive_field", "background",
 ]
 
