@@ -51,12 +51,19 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help="a subset of the quadratures, e.g. 'ours gauss-legendre' 'captum gausslegendre'")
     args = parser.parse_args()
 
     model = efficientnet_lite0().eval()
     for p in model.parameters():
         p.requires_grad_(False)
     methods = quadratures(model, args.batch_size)
+    if args.methods:
+        unknown = set(args.methods) - set(methods)
+        if unknown:
+            raise SystemExit(f"unknown quadratures {sorted(unknown)}; choose from {sorted(methods)}")
+        methods = {name: methods[name] for name in args.methods}
     print(f"baseline {args.baseline}, tolerance {args.tolerance:.1%}, steps {args.start_steps}..{args.max_steps} (doubling)")
     print(f"{'photo':>12} {'method':>26} {'steps':>6} {'rel. error':>10} {'errors along the way':<40} {'time':>7}")
     for photo in args.photos:
