@@ -1,7 +1,14 @@
 """Shared fixtures. The pretrained model is loaded once per test session (about 0.3 s)."""
+import shutil
+import subprocess
+from pathlib import Path
+
 import matplotlib
 import pytest
 import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 matplotlib.use("Agg")
 
@@ -16,3 +23,35 @@ def lite0():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def copy_working_tree():
+    """``copy(dest) -> dest``: this checkout's tracked and untracked (not ignored) files, copied to ``dest``."""
+    def copy(dest: Path) -> Path:
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        for name in filter(None, files.split("\0")):
+            source = ROOT / name
+            if source.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+        return dest
+
+    return copy
+
+
+@pytest.fixture
+def smooth_net():
+    """``make(scale) -> net``: a smooth (Softplus, tanh) conv net in float64, weights scaled by ``scale``,
+    so quadrature errors are neither hidden by rounding nor trivially small."""
+    def make(scale: float) -> nn.Module:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Softplus(), nn.Conv2d(8, 8, 3), nn.Tanh(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(scale)
+        return net
+
+    return make

@@ -282,20 +282,9 @@ def test_integrated_gradients_of_a_linear_model_are_exact():
         assert torch.allclose(ig, (x - base) * net[1].weight[[1, 2]].view(2, 3, 2, 2), atol=1e-6)
 
 
-def smooth_net():
-    """A smooth (Softplus, tanh) conv net in float64, so quadrature errors are not hidden by rounding."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Softplus(), nn.Conv2d(8, 8, 3), nn.Tanh(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3)
-    return net
-
-
 @pytest.mark.parametrize("rule", ["gauss-legendre", "trapezoid", "riemann"])
-def test_integrated_gradients_completeness_error_shrinks_with_the_steps(rule):
-    net, x = smooth_net(), torch.rand(2, 3, 8, 8, dtype=torch.float64) * 4
+def test_integrated_gradients_completeness_error_shrinks_with_the_steps(rule, smooth_net):
+    net, x = smooth_net(3), torch.rand(2, 3, 8, 8, dtype=torch.float64) * 4
     errors = [completeness_error(net, x, [0, 2], integrated_gradients(net, x, [0, 2], steps=s, quadrature=rule)).abs()
               for s in (2, 8, 32, 128)]
     gap = completeness_error(net, x, [0, 2], torch.zeros_like(x)).abs()     # f(x) - f(0)
@@ -311,8 +300,8 @@ def test_integrated_gradients_completeness_error_shrinks_with_the_steps(rule):
         assert (errors[-2] / errors[-1] > {"trapezoid": 10, "riemann": 3}[rule]).all()
 
 
-def test_completeness_curve_matches_integrated_gradients():
-    net, x = smooth_net(), torch.rand(2, 3, 8, 8, dtype=torch.float64)
+def test_completeness_curve_matches_integrated_gradients(smooth_net):
+    net, x = smooth_net(3), torch.rand(2, 3, 8, 8, dtype=torch.float64)
     base = torch.full_like(x, 0.5)
     finest, curve = completeness_curve(net, x, 1, steps=(2, 4, 8), baseline=base)
     assert torch.allclose(finest, integrated_gradients(net, x, 1, baseline=base, steps=8))

@@ -89,19 +89,9 @@ def test_rule_is_not_a_quadrature_keyword():
         integrated_gradients(net, x, 0, steps=4, rule="riemann")
 
 
-def smooth_net():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Softplus(), nn.Conv2d(8, 8, 3), nn.Tanh(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(4)
-    return net
-
-
 @pytest.mark.parametrize("rule", ["gauss-legendre", "trapezoid"])
-def test_tolerance_mode_reaches_the_tolerance_and_reports_it(rule):
-    net = smooth_net()
+def test_tolerance_mode_reaches_the_tolerance_and_reports_it(rule, smooth_net):
+    net = smooth_net(4)
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64) * torch.tensor([1.0, 3.0, 6.0], dtype=torch.float64).view(3, 1, 1, 1)
     result = integrated_gradients_to_tolerance(net, x, [0, 1, 2], tolerance=1e-4, start_steps=2, max_steps=1024,
                                                quadrature=rule)
@@ -120,8 +110,8 @@ def test_tolerance_mode_reaches_the_tolerance_and_reports_it(rule):
     assert result.evaluations == sum(2 * int(s) - 2 for s in result.steps)     # 2 + 4 + ... + s per image
 
 
-def test_tolerance_mode_says_when_it_did_not_converge():
-    net, x = smooth_net(), torch.rand(2, 3, 8, 8, dtype=torch.float64) * 6
+def test_tolerance_mode_says_when_it_did_not_converge(smooth_net):
+    net, x = smooth_net(4), torch.rand(2, 3, 8, 8, dtype=torch.float64) * 6
     result = integrated_gradients_to_tolerance(net, x, 0, tolerance=1e-12, start_steps=1, max_steps=4,
                                                quadrature="riemann")
     assert not result.converged.any() and (result.steps == 4).all() and (result.relative_error > 1e-12).all()

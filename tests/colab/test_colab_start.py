@@ -106,14 +106,9 @@ def fresh_copy(base: Path, parent: Path) -> Path:
     return venv
 
 
-def snapshot_repository(dest: Path) -> Path:
+def snapshot_repository(dest: Path, copy_working_tree) -> Path:
     """This working tree (tracked and untracked, not ignored files) as a one-commit git repository."""
-    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
-    for name in filter(None, files.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    copy_working_tree(dest)
     git = ["git", "-c", "user.name=colab-sim", "-c", "user.email=colab-sim@localhost", "-c", "init.defaultBranch=main"]
     _run([*git, "init", "-q"], cwd=dest)
     _run([*git, "add", "-A"], cwd=dest)
@@ -121,7 +116,7 @@ def snapshot_repository(dest: Path) -> Path:
     return dest
 
 
-def test_colab_start_runs_a_chapter(capsys):
+def test_colab_start_runs_a_chapter(capsys, copy_working_tree):
     timings = {}
     start = time.perf_counter()
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
@@ -136,7 +131,7 @@ def test_colab_start_runs_a_chapter(capsys):
         t = time.perf_counter()
         venv = fresh_copy(base, scratch)
         python = venv / "bin" / "python"
-        repo = snapshot_repository(scratch / "repo")
+        repo = snapshot_repository(scratch / "repo", copy_working_tree)
         work = scratch / "content"  # Colab's working folder; the repository is not on sys.path
         work.mkdir()
         startup = scratch / "ipython" / "profile_default" / "startup"

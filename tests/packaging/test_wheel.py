@@ -55,17 +55,6 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _snapshot(dest: Path) -> Path:
-    """This working tree's tracked and untracked (not ignored) files, copied to ``dest``."""
-    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
-    for name in filter(None, files.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
-
-
 def _repo_package_files() -> set[str]:
     """Files under xai_helpers/ that git knows (the wheel must carry each of them)."""
     files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "xai_helpers"],
@@ -81,7 +70,7 @@ def scratch(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(scratch) -> Path:
+def wheel(scratch, copy_working_tree) -> Path:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     # --no-build-isolation (no download of the build backend): this environment's setuptools must
     # then satisfy build-system.requires itself.
@@ -90,7 +79,7 @@ def wheel(scratch) -> Path:
     for req in map(Requirement, pyproject["build-system"]["requires"]):
         if req.name == "setuptools":
             assert req.specifier.contains(Version(setuptools.__version__)), (req, setuptools.__version__)
-    source = _snapshot(scratch / "source")
+    source = copy_working_tree(scratch / "source")
     out = scratch / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, source],
          env=_clean_env(), cwd=scratch)
