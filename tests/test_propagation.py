@@ -485,3 +485,58 @@ def test_efficientnet_lite0(lite0):
     R = P.lrp(lite0, x, 285)
     assert R.shape == x.shape and torch.isfinite(R).all()
     assert_same(lite0, snap)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast LRP-gamma backward (one custom autograd function) against the rule's definition
+# ------------------------------------------------------------------------------------------------
+def gamma_by_definition(module, x, relevance, gamma):
+    """``R_j = sum_k x_j * (w_jk + gamma (x_j w_jk)^{+/-} / x_j) / z'_k * R_k`` from the explicit
+    contributions ``c_jk = x_j w_jk`` (unfolded), with ``+`` where ``z_k >= 0`` and ``-`` elsewhere."""
+    if isinstance(module, nn.Conv2d):
+        cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # [B, C*k*k, L]
+        B, _, L = cols.shape
+        groups, cout = module.groups, module.out_channels
+        cols = cols.view(B, groups, -1, L)                                       # [B, G, Cin/G*k*k, L]
+        w = module.weight.view(groups, cout // groups, -1)                        # [G, Cout/G, Cin/G*k*k]
+        contrib = cols[:, :, None] * w[None, :, :, :, None]                       # [B, G, Cout/G, J, L]
+    else:
+        contrib = x[:, None, None, :, None] * module.weight[None, None, :, :, None]  # [B, 1, Cout, J, 1]
+    b = torch.zeros(module.weight.shape[0], dtype=x.dtype) if module.bias is None else module.bias
+    bias = b.view(1, contrib.shape[1], contrib.shape[2], 1, 1)
+    z = contrib.sum(3, keepdim=True) + bias
+    positive = z >= 0
+    modified = contrib + gamma * torch.where(positive, contrib.clamp_min(0), contrib.clamp_max(0))
+    denominator = z + gamma * torch.where(positive, contrib.clamp_min(0).sum(3, keepdim=True) + bias.clamp_min(0),
+                                          contrib.clamp_max(0).sum(3, keepdim=True) + bias.clamp_max(0))
+    denominator = denominator + torch.copysign(torch.tensor(P.STABILIZER, dtype=x.dtype), denominator)
+    r = relevance.reshape(z.shape)
+    per_input = (modified / denominator * r).sum(2)                               # [B, G, J, L]
+    if isinstance(module, nn.Conv2d):
+        per_input = per_input.reshape(B, -1, L)
+        return F.fold(per_input, x.shape[-2:], module.kernel_size, module.dilation, module.padding, module.stride)
+    return per_input.reshape(x.shape)
+
+
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(4, 6, 3, padding=1, bias=True), nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4, bias=False),
+    nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=True), nn.Linear(7, 5)])
+@pytest.mark.parametrize("signed_input", [False, True])
+@pytest.mark.parametrize("behind_relu", [False, True])
+def test_the_fast_gamma_rule_matches_its_definition(layer, signed_input, behind_relu):
+    """Every branch of the one-function backward: x >= 0 or signed, relevance at z < 0 or not."""
+    torch.manual_seed(0)
+    layer = layer.double()
+    shape = (2, layer.in_channels, 6, 6) if isinstance(layer, nn.Conv2d) else (2, layer.in_features)
+    x = torch.randn(shape, dtype=torch.float64)
+    x = x if signed_input else x.abs()
+    x.requires_grad_(True)
+    z = layer(x)
+    relevance = torch.randn_like(z)
+    if behind_relu:
+        relevance = torch.where(z >= 0, relevance, torch.zeros_like(relevance))
+    out = P.GammaRule(0.3).apply(layer, x, z, None)
+    torch.testing.assert_close(out, z.detach())
+    (grad,) = torch.autograd.grad(out, x, relevance / z.detach())         # g(z) = R / z
+    expected = gamma_by_definition(layer, x.detach(), relevance, 0.3)
+    torch.testing.assert_close(x.detach() * grad, expected, rtol=1e-6, atol=1e-9)
