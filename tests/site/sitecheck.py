@@ -218,6 +218,43 @@ def check_console(driver) -> list[str]:
     return problems
 
 
+def page_weight(site_dir: Path, page: str) -> int:
+    """Bytes of a page's HTML plus the local images it shows (shared theme files not counted)."""
+    site_dir = Path(site_dir)
+    path = site_dir / page
+
+    class Images(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sources: set[str] = set()
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                src = dict(attrs).get("src") or ""
+                if src and not src.startswith(("data:", "http:", "https:")):
+                    self.sources.add(unquote(urldefrag(src)[0]))
+
+    html = path.read_text(encoding="utf-8")
+    parser = Images()
+    parser.feed(html)
+    images = {(path.parent / src).resolve() for src in parser.sources}
+    return len(html.encode("utf-8")) + sum(p.stat().st_size for p in images if p.is_file())
+
+
+def explorer_state(driver, root) -> dict:
+    """What one web explorer shows: its key, the picture's src and alt, the controls' values, and the
+    pictures (and names) it precomputed, by combination."""
+    return driver.execute_script(
+        """
+        const root = arguments[0];
+        const data = JSON.parse(root.querySelector("script.xai-explorer-data").textContent);
+        const img = root.querySelector("img.xai-explorer-image");
+        return {key: root.getAttribute("data-key"), src: img.getAttribute("src"), alt: img.alt,
+                values: Array.from(root.querySelectorAll("[data-choice]"), c => c.value),
+                images: data.images, altOf: data.alt};
+        """, root)
+
+
 def page_problems(driver, url: str, site_dir: Path, base_url: str) -> list[str]:
     """Open ``url`` and run every check on it."""
     open_page(driver, url)

@@ -4,8 +4,10 @@ Run by ``make test-site`` after the strict build (``make test-book``). The site 
 ``XAI_SITE_DIR`` (default ``_build/html``). On every page: no error, traceback or stderr output, no
 warning text in cell outputs, every image loads, every internal link and anchor resolves, math is
 typeset by the site's own MathJax, nothing is loaded from outside the site, and the console is
-clean. Screenshots of the landing page and of one chapter go to ``XAI_SCREENSHOT_DIR`` (default
-``_build/screenshots``; ``make screenshots`` refreshes the ones in ``docs/screenshots/``).
+clean. Every page weighs under 5 MB. Every web explorer (``xai_helpers.widgets``) swaps in the
+picture precomputed for the combination its controls show. Screenshots of the landing page, of
+one chapter, of an explorer after a change and of an opened solution go to ``XAI_SCREENSHOT_DIR``
+(default ``_build/screenshots``; ``make screenshots`` refreshes the ones in ``docs/screenshots/``).
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sitecheck import open_page, page_problems, site_pages
+from sitecheck import check_console, explorer_state, open_page, page_problems, page_weight, site_pages
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = Path(os.environ.get("XAI_SITE_DIR", ROOT / "_build" / "html")).resolve()
 SCREENSHOTS = Path(os.environ.get("XAI_SCREENSHOT_DIR", ROOT / "_build" / "screenshots")).resolve()
 PAGES = site_pages(SITE) if SITE.is_dir() else []
+EXPLORER_PAGES = [p for p in PAGES if 'class="xai-explorer"' in (SITE / p).read_text(encoding="utf-8")]
+MAX_PAGE_BYTES = 5_000_000
 
 if "XAI_SITE_DIR" not in os.environ and not (SITE / "index.html").is_file():
     # A plain `pytest` before any build; `make test-site` always sets XAI_SITE_DIR, and fails instead.
@@ -74,6 +78,73 @@ def test_page(browser, site, page):
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_page_weight(page):
+    """The HTML document, with every explorer picture embedded in it, under 5 MB. (The figures
+    that a page links as separate files are not counted: ``page_weight`` gives the total.)"""
+    weight = (SITE / page).stat().st_size
+    assert weight < MAX_PAGE_BYTES, f"{page} weighs {weight / 1e6:.2f} MB ({page_weight(SITE, page) / 1e6:.2f} MB with its images)"
+
+
+def test_the_book_has_web_explorers():
+    """Not vacuous: the chapters that use ``explore`` show web explorers."""
+    for chapter in ("02_", "06_", "09_", "10_", "12_"):
+        assert any(p.startswith(chapter) for p in EXPLORER_PAGES), f"no web explorer on chapter {chapter}"
+
+
+def _change(browser, control) -> None:
+    """Change one control the way a reader does: pick the next offered entry, or press the right arrow."""
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", control)
+    if control.tag_name == "select":
+        menu = Select(control)
+        offered = [o for o in menu.options if o.is_enabled()]
+        current = menu.first_selected_option.get_attribute("value")
+        later = [o for o in offered if o.get_attribute("value") != current]
+        control.click()
+        menu.select_by_value(later[-1].get_attribute("value"))
+    else:
+        if control.get_attribute("value") == control.get_attribute("max"):
+            control.send_keys(Keys.ARROW_LEFT)
+        else:
+            control.send_keys(Keys.ARROW_RIGHT)
+
+
+@pytest.mark.parametrize("page", EXPLORER_PAGES)
+def test_explorers_show_the_precomputed_picture(browser, site, page):
+    """For each explorer and each control with a choice: change it, and the picture shown is the one
+    precomputed for the new combination, different from before, in this explorer only."""
+    open_page(browser, site.url(page))
+    roots = browser.find_elements("css selector", "div.xai-explorer")
+    assert roots, f"{page}: no explorer"
+    changed = 0
+    for n, root in enumerate(roots):
+        for control in root.find_elements("css selector", "[data-choice]"):
+            before = [explorer_state(browser, r) for r in roots]
+            state = before[n]
+            assert state["src"] == state["images"][state["key"]], f"{page} explorer {n}: wrong picture at start"
+            if control.tag_name == "select" and len([o for o in control.find_elements("tag name", "option")
+                                                     if o.is_enabled()]) < 2:
+                continue
+            _change(browser, control)
+            after = [explorer_state(browser, r) for r in roots]
+            new = after[n]
+            key = ",".join(new["values"])  # the combination the controls show now
+            assert key != state["key"], f"{page} explorer {n}: {control.get_attribute('data-choice')} did not change"
+            assert new["key"] == key and new["src"] == new["images"][key], \
+                f"{page} explorer {n}: controls say {key}, picture of {new['key']}"
+            assert new["src"] != state["src"], f"{page} explorer {n}: the picture did not change"
+            assert new["alt"] == new["altOf"][key]
+            for m, (b, a) in enumerate(zip(before, after)):
+                if m != n:
+                    assert a["key"] == b["key"] and a["src"] == b["src"], f"{page}: explorer {m} changed with {n}"
+            changed += 1
+    assert changed, f"{page}: no control could be changed"
+    assert not check_console(browser), check_console(browser)
+
+
 def _is_notebook_chapter(page: str) -> bool:
     source = ROOT / "book" / Path(page).with_suffix(".md")
     return source.is_file() and source.read_text(encoding="utf-8").startswith("---\njupytext:")
@@ -98,11 +169,14 @@ def test_colab_button_opens_the_notebook(browser, site, page):
     assert (ROOT / book_dir / name).is_file(), f"{book_dir}/{name} is missing: run `make notebooks`"
 
 
-def _screenshot(driver, url: str, path: Path, height: int, scroll_to: str | None = None) -> None:
+def _screenshot(driver, url: str, path: Path, height: int, scroll_to: str | None = None,
+                before=None) -> None:
     open_page(driver, url)
     width = driver.get_window_size()["width"]
     driver.set_window_size(width, height)
     try:
+        if before:
+            before(driver)
         if scroll_to:
             driver.execute_script(
                 "const e = document.querySelector(arguments[0]); if (e) e.scrollIntoView({block: 'start'});"
@@ -115,7 +189,8 @@ def _screenshot(driver, url: str, path: Path, height: int, scroll_to: str | None
 
 
 def test_screenshots(browser, site):
-    """landing.png (the landing page) and chapter.png (a chapter with figure and math)."""
+    """landing.png (the landing page), chapter.png (a chapter with figure and math), explorer.png
+    (chapter 9's web explorer after a menu changed) and solution.png (an opened solution)."""
     landing = "intro.html" if "intro.html" in PAGES else "index.html"
     _screenshot(browser, site.url(landing), SCREENSHOTS / "landing.png", 1000)
     chapters = [p for p in PAGES if re.match(r"\d\d_", p)]
@@ -129,7 +204,36 @@ def test_screenshots(browser, site):
     preferred = [p for p in chapters if p.startswith("09_")] + [p for p in chapters if has_figure_and_equations(p)]
     chapter = (preferred or chapters)[0]
     _screenshot(browser, site.url(chapter), SCREENSHOTS / "chapter.png", 1300, scroll_to="div.math")
-    for name in ("landing.png", "chapter.png"):
+    explorer_page = next(p for p in EXPLORER_PAGES if p.startswith("09_"))
+
+    def pick_cat(driver) -> None:  # the explorer after a reader chose another image
+        from selenium.webdriver.support.ui import Select
+        menu = driver.find_element("css selector", "div.xai-explorer select[data-choice='image']")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", menu)
+        Select(menu).select_by_visible_text("cat + coffee")
+        assert "image: cat + coffee" in driver.find_element("css selector", "img.xai-explorer-image").get_attribute("alt")
+
+    _screenshot(browser, site.url(explorer_page), SCREENSHOTS / "explorer.png", 900,
+                scroll_to="div.xai-explorer", before=pick_cat)
+
+    def open_solution(driver) -> None:  # chapter 9's first solution, clicked open
+        title = driver.find_element(
+            "xpath", "//*[contains(@class, 'dropdown')]/*[contains(@class, 'admonition-title')]"
+                     "[contains(., 'Solution to exercise 1')]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", title)
+        title.click()
+        driver.execute_script("arguments[0].parentElement.setAttribute('data-xai-shot', '1');", title)
+        body = driver.find_element("css selector", "[data-xai-shot] > p:not(.admonition-title)")
+        import time
+        for _ in range(50):  # the toggle animates open
+            if body.is_displayed() and body.size["height"] > 0:
+                break
+            time.sleep(0.1)
+        assert body.is_displayed(), "the solution did not open"
+
+    _screenshot(browser, site.url(chapter if chapter.startswith("09_") else explorer_page),
+                SCREENSHOTS / "solution.png", 1000, scroll_to="[data-xai-shot]", before=open_solution)
+    for name in ("landing.png", "chapter.png", "explorer.png", "solution.png"):
         data = (SCREENSHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{name} looks empty"
 
