@@ -90,7 +90,9 @@ def text(pdf: Path) -> str:
 
 def test_page_count(pdf: Path) -> None:
     info = _run("pdfinfo", str(pdf))
-    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+    match = re.search(r"^Pages:\s+(\d+)", info, re.M)
+    assert match is not None, info
+    pages = int(match.group(1))
     low = PAGES_PER_CHAPTER * len(toc_files())
     assert low <= pages <= MAX_PAGES, f"{pages} pages, expected {low} to {MAX_PAGES}"
 
@@ -102,6 +104,17 @@ def test_every_figure_has_an_image(pdf: Path) -> None:
     figures = captioned_figures()
     assert figures > 40, "the sources should name dozens of figures"
     assert len(images) >= figures, f"{len(images)} images for {figures} captioned figures"
+
+
+def test_every_figure_environment_holds_a_picture(pdf: Path) -> None:
+    # A figure whose output LaTeX cannot show (HTML only) keeps its caption and loses its image.
+    tex = pdf.with_suffix(".tex")
+    if not tex.is_file():
+        pytest.skip(f"no LaTeX source beside the PDF ({tex})")
+    figures = re.findall(r"\\begin\{figure\}(.*?)\\end\{figure\}", tex.read_text(), re.S)
+    assert len(figures) >= captioned_figures(), f"{len(figures)} figure environments"
+    empty = [re.search(r"\\caption\{([^}]{0,60})", f) for f in figures if "includegraphics" not in f]
+    assert not empty, f"figures without a picture: {[m.group(1) if m else '?' for m in empty]}"
 
 
 def test_every_chapter_title_is_in_the_text(text: str) -> None:
@@ -122,11 +135,11 @@ def cited_first_authors() -> dict[str, str]:
 
     Names with TeX accents or braces are left out (the PDF prints them as Unicode).
     """
-    cited = set()
+    cited: set[str] = set()
     for name in toc_files():
         for keys in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", (BOOK / f"{name}.md").read_text()):
             cited.update(key.strip() for key in keys.split(","))
-    authors = {}
+    authors: dict[str, str] = {}
     for key, body in re.findall(r"^@\w+\{([^,]+),(.*?)^\}", (BOOK / "references.bib").read_text(),
                                 re.M | re.S):
         field = re.search(r"^\s*author\s*=\s*\{(.*)\},?\s*$", body, re.M)
