@@ -88,7 +88,7 @@ class BookStructure(SphinxPostTransform):
             if body is None or len(body) <= 30:
                 continue
             specs = [c for c in group.children if isinstance(c, nodes.colspec)]
-            longest = [8] * len(specs)   # room for a header such as "Symbol"
+            longest = [14] * len(specs)   # room for a header such as "Symbol"
             for row in group.findall(nodes.row):
                 for i, entry in enumerate(row.children[:len(specs)]):
                     longest[i] = max(longest[i], min(len(entry.astext()), 60))
