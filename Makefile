@@ -1,7 +1,8 @@
 # Two commands do all of the setup on a fresh machine:
 #   make book   builds the website, every chapter executed  -> _build/html/index.html
+#   make pdf    builds the same book as one PDF              -> _build/latex/explaining-cnns.pdf
 #   make test   unit tests, the type checker, the wheel in a fresh venv, every chapter under nbval,
-#               a strict book build, the browser test, the Colab-start simulation
+#               a strict book build, the PDF, the browser test, the Colab-start simulation
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -15,7 +16,7 @@ export XAI_BOOK_STATIC := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book test test-unit typecheck test-wheel test-api test-notebooks test-book test-site test-colab screenshots chromium mathjax bench notebooks clean
+.PHONY: venv book pdf latex-tools test test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -54,10 +55,33 @@ book: $(STAMP) $(MATHJAX)
 	$(JB) -n -W --keep-going
 	@echo "The book is at $(ROOT)/_build/html/index.html"
 
-test: test-unit typecheck test-wheel test-api test-notebooks test-book test-site test-colab
+# The book as one PDF, through Sphinx's LaTeX builder and XeLaTeX (configured under latex: and
+# sphinx.config.latex_* in _config.yml, arranged by book/_ext/xai_book_latex.py). --all re-reads
+# every page, so every chapter is executed again (about 6 min on a quiet 2-core machine), exactly
+# as `make book` does. Reusing the website's execution would need jupyter-cache, which hashes code
+# cells only, so a change in xai_helpers would leave stale figures in the PDF; and `make pdf` must
+# work on its own in a fresh clone. The empty _build/mathjax only quiets the check of
+# html_extra_path (a warning, fatal under -W); the PDF does not use MathJax.
+pdf: $(STAMP) latex-tools
+	mkdir -p $(ROOT)/_build/mathjax
+	$(JB) --builder pdflatex --all -n -W --keep-going
+	@echo "The PDF is at $(ROOT)/_build/latex/explaining-cnns.pdf"
+
+# XeLaTeX, latexmk, the fonts (GNU FreeFont for text, DejaVu Sans Mono for code) and poppler-utils
+# (the PDF test reads the PDF with it), installed from Debian only when one is missing. No
+# recommends: they would add a Java runtime and several hundred MB that the book does not use.
+LATEX_PACKAGES := latexmk texlive-xetex texlive-latex-extra texlive-fonts-recommended fonts-freefont-otf fonts-dejavu-core poppler-utils
+latex-tools:
+	@missing=$$(for p in $(LATEX_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing" $$missing "(Debian packages)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+
+test: test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs
+	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs --ignore=tests/pdf
 
 # The type checker, configured in pyproject.toml ([tool.mypy]).
 typecheck: $(STAMP)
@@ -82,6 +106,11 @@ test-notebooks: $(STAMP)
 
 test-book: $(STAMP) $(MATHJAX)
 	$(JB) -n -W --keep-going
+
+# The PDF, built (make pdf), then read back: pages, images, chapter titles, references, equations,
+# the bibliography, glyphs (tests/pdf). XAI_PDF_REQUIRED: here a missing PDF fails instead of skipping.
+test-pdf: pdf
+	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
 # Headless Chromium opens every page of the built site (run test-book or book first).
 # SITE_DIR=... checks another build; screenshots go to docs/screenshots/.
