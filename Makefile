@@ -57,15 +57,20 @@ book: $(STAMP) $(MATHJAX)
 
 # The book as one PDF, through Sphinx's LaTeX builder and XeLaTeX (configured under latex: and
 # sphinx.config.latex_* in _config.yml, arranged by book/_ext/xai_book_latex.py). --all re-reads
-# every page, so every chapter is executed again (about 6 min on a quiet 2-core machine), exactly
-# as `make book` does. Reusing the website's execution would need jupyter-cache, which hashes code
-# cells only, so a change in xai_helpers would leave stale figures in the PDF; and `make pdf` must
-# work on its own in a fresh clone. The empty _build/mathjax only quiets the check of
-# html_extra_path (a warning, fatal under -W); the PDF does not use MathJax.
+# every page, so every chapter is executed again (about 13 min on a quiet 2-core machine), exactly
+# as `make book` does, and `make pdf` works on its own in a fresh clone. The empty _build/mathjax
+# only quiets the check of html_extra_path (a warning, fatal under -W); the PDF does not use MathJax.
+PDF_BUILD := $(JB) --builder pdflatex --all -n -W --keep-going
 pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
-	$(JB) --builder pdflatex --all -n -W --keep-going
+	$(PDF_BUILD)
 	@echo "The PDF is at $(ROOT)/_build/latex/explaining-cnns.pdf"
+
+# make test builds the website and then the PDF from one execution of the book: test-book executes
+# every chapter into this jupyter-cache folder (emptied first), test-pdf reuses its outputs. The folder
+# carries a fingerprint of xai_helpers and the requirements, and is emptied when they change
+# (book/_ext/xai_book_execution.py), so test-pdf run alone never shows outputs of other code.
+EXECUTION_CACHE := $(ROOT)/_build/.execution_cache
 
 # XeLaTeX, latexmk, the fonts (GNU FreeFont for text, DejaVu Sans Mono for code) and poppler-utils
 # (the PDF test reads the PDF with it), installed from Debian only when one is missing. No
@@ -105,11 +110,15 @@ test-notebooks: $(STAMP)
 	cd $(NOTEBOOKS) && $(ROOT)/$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider -q .
 
 test-book: $(STAMP) $(MATHJAX)
-	$(JB) -n -W --keep-going
+	rm -rf $(EXECUTION_CACHE)
+	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(JB) -n -W --keep-going
 
-# The PDF, built (make pdf), then read back: pages, images, chapter titles, references, equations,
-# the bibliography, glyphs (tests/pdf). XAI_PDF_REQUIRED: here a missing PDF fails instead of skipping.
-test-pdf: pdf
+# The PDF, built as make pdf does but from test-book's execution (EXECUTION_CACHE), then read back:
+# pages, images, chapter titles, references, equations, the bibliography, glyphs (tests/pdf).
+# XAI_PDF_REQUIRED: here a missing PDF fails instead of skipping.
+test-pdf: $(STAMP) latex-tools
+	mkdir -p $(ROOT)/_build/mathjax
+	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(PDF_BUILD)
 	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
 # Headless Chromium opens every page of the built site (run test-book or book first).
