@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_helpers.plot import heatmap_grid, image_grid, overlay, set_style, to_numpy_image
+from xai_helpers.plot import heatmap_grid, image_grid, overlay, set_style, to_numpy_image, use_jpeg_figures
 
 
 def test_to_numpy_image_layouts():
@@ -53,3 +53,27 @@ def test_set_style_applies_every_entry_of_the_house_style():
         set_style()
         for key, value in STYLE.items():
             assert matplotlib.rcParams[key] == matplotlib.rcParamsDefault.validate[key](value), key
+
+
+def test_use_jpeg_figures_shows_figures_as_full_colour_jpeg_in_ipython():
+    import base64
+    import io
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from PIL import Image, JpegImagePlugin
+
+    use_jpeg_figures()  # no IPython running: a no-op, not an error
+    shell = InteractiveShell.instance()
+    try:
+        use_jpeg_figures(quality=90)
+        fig = image_grid([torch.rand(3, 32, 32)], ["noise"])
+        formatters = shell.display_formatter.formatters
+        shown = formatters["image/jpeg"](fig)  # base64 text, as in a notebook's outputs
+        assert shown is not None, "the figure is shown as JPEG"
+        data = base64.b64decode(shown)
+        assert data[:2] == b"\xff\xd8"
+        assert formatters["image/png"](fig) is None, "and not also as PNG"
+        image = Image.open(io.BytesIO(data))
+        assert JpegImagePlugin.get_sampling(image) == 0, "colour at full resolution (4:4:4)"
+    finally:
+        InteractiveShell.clear_instance()

@@ -21,6 +21,7 @@ from sitecheck import (
     check_outputs,
     open_page,
     page_problems,
+    page_weight,
     site_pages,
 )
 
@@ -71,6 +72,15 @@ def fake_site(tmp_path_factory, serve):
 def test_pages_are_discovered_without_assets(fake_site):
     root, _ = fake_site
     assert site_pages(root) == ["broken.html", "clean.html"]
+
+
+def test_page_weight_counts_each_linked_image_once_and_no_embedded_one(tmp_path):
+    dot = _png_1px()
+    (tmp_path / "dot.png").write_bytes(dot)
+    html = ('<p><img src="dot.png" alt="a"><img src="./dot.png#x" alt="again"><img src="none.png" alt="gone">'
+            '<img src="data:image/png;base64,AAAA" alt="embedded"><img src="https://example.org/x.png" alt="outside"></p>')
+    (tmp_path / "page.html").write_text(html)
+    assert page_weight(tmp_path, "page.html") == len(html.encode()) + len(dot)
 
 
 def test_clean_page_passes(browser, fake_site):
