@@ -188,6 +188,23 @@ def test_the_default_composite_follows_montavon():
     torch.testing.assert_close(P.lrp(model, x, 0, composite=composite), expected, rtol=1e-7, atol=1e-9)
 
 
+def test_gamma_hands_a_layer_with_signed_input_to_its_signed_input_rule():
+    # In Tiny, the stem reads the normalised image (signed), dw and proj read ReLU6 outputs (x >= 0).
+    model, x = tiny(), image(3)
+    composite = P.uniform(P.GammaRule(0.25, signed_input=P.EpsilonRule(0.1)))
+    L = reference_layers(model, x)
+    assert (L["xn"] < 0).any() and (L["a1"] >= 0).all() and (L["a2"] >= 0).all()
+    fc = "epsilon" if (L["p"] < 0).any() else "gamma"
+    expected, _ = reference_lrp(model, x, 1, {"stem": "epsilon", "dw": "gamma", "proj": "gamma", "pool": "zero",
+                                              "fc": fc})
+    torch.testing.assert_close(P.lrp(model, x, 1, composite=composite), expected, rtol=1e-7, atol=1e-9)
+    all_gamma, _ = reference_lrp(model, x, 1, {"stem": "gamma", "dw": "gamma", "proj": "gamma", "pool": "zero",
+                                               "fc": "gamma"})
+    assert (expected - all_gamma).abs().max() > 1e-3, "the test must tell the two apart"
+    with pytest.raises(ValueError, match="signed_input"):
+        P.GammaRule(0.25, signed_input=P.GammaRule(0.5))
+
+
 def test_a_batch_gives_the_results_of_single_images():
     model = tiny()
     x = torch.cat([image(1), image(2)])

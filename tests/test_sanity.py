@@ -135,3 +135,25 @@ def test_efficientnet_cascade_copies(lite0):
     labels = [label for label, m in cascading_randomization(lite0, names) if m is not lite0]
     assert labels == ["original", *names]
     assert isinstance(lite0.head.act, nn.ReLU6)
+
+
+def test_input_shifted_copy_is_the_same_function_of_the_shifted_input():
+    from xai_helpers.models import Normalize
+    from xai_helpers.sanity import input_shifted_copy
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(Normalize((0.4, 0.5, 0.6), (0.2, 0.25, 0.3)), body).eval()
+    x = torch.rand(2, 3, 8, 8)
+    for shift in (0.2, [0.1, -0.3, 0.5]):
+        shifted = input_shifted_copy(model, shift)
+        s = torch.as_tensor(shift).view(1, -1, 1, 1)
+        torch.testing.assert_close(shifted(x + s), model(x))
+        # The closed form of the new first layer: (x + s - (mean + s)) / std.
+        torch.testing.assert_close(shifted[0].mean, model[0].mean + s)
+        assert not torch.allclose(shifted(x), model(x)), "the copy reads shifted images"
+    torch.testing.assert_close(model[0].mean.flatten(), torch.tensor([0.4, 0.5, 0.6]))   # the model is untouched
+    with pytest.raises(ValueError, match="exactly one xai_helpers.models.Normalize"):
+        input_shifted_copy(body, 0.2)
+    with pytest.raises(ValueError, match="1 or 3 values"):
+        input_shifted_copy(model, [0.1, 0.2])

@@ -154,10 +154,9 @@ class _Gamma(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, z, module, gamma):  # noqa: D102
+    def forward(ctx, x, z, module, gamma, nonnegative):  # noqa: D102
         w, b = module.weight, module.bias
         shape = (-1,) + (1,) * (z.dim() - 2)
-        nonnegative = bool(x.min() >= 0)
         if nonnegative:
             zp = _linear(module, x, w.clamp_min(0), None)                 # sum_j (x_j w_jk)^+
         else:
@@ -197,7 +196,7 @@ class _Gamma(torch.autograd.Function):
             up = transposed(w_up, s_up) + transposed(w_down, s_down)
             down = None if ctx.nonnegative else transposed(w_down, s_up) + transposed(w_up, s_down)
         grad = up if down is None else torch.where(x >= 0, up, down)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _linear(module: Linear, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -272,19 +271,29 @@ class GammaRule(Rule):
     For positive inputs and outputs this is Montavon et al.'s ``w + gamma w^+``. Following the
     output's sign keeps ``|z'| >= |z|`` with the same sign, so ``z / z'`` lies in (0, 1]: it cannot
     explode where signed inputs (a residual stream) make ``sum_j x_j (w_jk + gamma w_jk^+)`` cross 0.
+
+    Montavon et al. state the rule for layers that read ReLU outputs (``x >= 0``). ``signed_input``
+    is the rule for a layer whose input has negative entries (in an MBConv network, the expand
+    convolution reading the residual stream); ``None`` keeps gamma's signed form there.
     """
 
     pools = False
 
-    def __init__(self, gamma: float = 0.25):
+    def __init__(self, gamma: float = 0.25, signed_input: Rule | None = None):
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if isinstance(signed_input, GammaRule):
+            raise ValueError("signed_input must be another rule than GammaRule (None keeps gamma's signed form)")
         self.gamma = gamma
+        self.signed_input = signed_input
 
     def apply(self, module, x, z, state):
+        nonnegative = bool(x.detach().min() >= 0)
+        if not nonnegative and self.signed_input is not None:
+            return self.signed_input.apply(module, x, z, state)
         # The whole rule is one autograd function (see _Gamma): fewer full-size operations than the
         # generic modified-pre-activation path, and one transposed convolution behind a ReLU.
-        return _Gamma.apply(x, z.detach(), module, self.gamma)
+        return _Gamma.apply(x, z.detach(), module, self.gamma, nonnegative)
 
 
 def _positive_part(module: Linear, x: torch.Tensor) -> torch.Tensor:
@@ -412,9 +421,13 @@ def uniform(rule: Rule, first: Rule | None = None) -> Composite:
 def epsilon_gamma_box(epsilon: float = 0.25, gamma: float = 0.25, low: float = 0.0, high: float = 1.0,
                       lower: float = 0.5) -> Composite:
     """Montavon et al. (2019), sec. 10.2.4: z^B at the input, LRP-gamma in the lower layers
-    (depth ``< lower``), LRP-epsilon in the middle and upper convolutions, LRP-0 at the last layer."""
+    (depth ``< lower``), LRP-epsilon in the middle and upper convolutions, LRP-0 at the last layer.
+
+    The paper's gamma layers read ReLU outputs; a lower layer that reads a signed input (an MBConv
+    block's expand convolution, on the residual stream) gets LRP-epsilon (``GammaRule.signed_input``).
+    """
     return Composite(default=EpsilonRule(epsilon), first=ZBoxRule(low, high), last=ZeroRule(),
-                     by_depth=((lower, GammaRule(gamma)),))
+                     by_depth=((lower, GammaRule(gamma, signed_input=EpsilonRule(epsilon))),))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@
   toward the input, and yields the copy after each step (the model passed in is never touched);
 * :func:`model_randomization_test` recomputes a set of attribution maps after every step and
   compares them with the maps of the trained model;
-* :func:`spearman_rank_correlation` and :func:`ssim` compare two batches of maps ``[B, H, W]``.
+* :func:`spearman_rank_correlation` and :func:`ssim` compare two batches of maps ``[B, H, W]``;
+* :func:`input_shifted_copy` builds the input-invariance test of Kindermans et al. (2019): a copy
+  of the model that reads images shifted by a constant and computes exactly the same function.
 
 An explanation that stays the same when the weights it claims to explain are destroyed cannot be
 explaining those weights.
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Target, normalize_maps, resolve_layer
+from .models import Normalize
 
 __all__ = [
     "randomize_parameters",
@@ -30,6 +33,7 @@ __all__ = [
     "rank",
     "spearman_rank_correlation",
     "ssim",
+    "input_shifted_copy",
 ]
 
 Step = str | Sequence[str]
@@ -190,3 +194,32 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.flatten(1).mean(1).float()
+
+
+def input_shifted_copy(model: nn.Module, shift: float | Sequence[float]) -> nn.Module:
+    """A copy of ``model`` that reads ``x + shift`` and computes what ``model`` computes on ``x``.
+
+    Kindermans et al. (2019) let the network's first layer absorb a constant shift of the input, so
+    that the two networks are the same function of their own inputs; an explanation method is
+    *input invariant* if it gives both the same map. Here the first layer is the model's
+    :class:`~xai_helpers.models.Normalize`, an affine map per channel, ``(x - mean) / std``: its mean
+    moves by ``shift`` (one value, or one per channel), which changes the bias ``-mean / std`` and
+    nothing else. Every other layer is an exact copy.
+    """
+    normalizers = [name for name, m in model.named_modules() if isinstance(m, Normalize)]
+    if len(normalizers) != 1:
+        raise ValueError(
+            f"input_shifted_copy needs a model with exactly one xai_helpers.models.Normalize layer to absorb the "
+            f"shift, found {len(normalizers)}; wrap your model as nn.Sequential(Normalize(mean, std), model)"
+        )
+    old = model.get_submodule(normalizers[0])
+    assert isinstance(old, Normalize)
+    channels = old.mean.shape[1]
+    delta = torch.as_tensor(shift, dtype=old.mean.dtype).flatten()
+    if delta.numel() not in (1, channels):
+        raise ValueError(f"shift needs 1 or {channels} values (one per channel), got {delta.numel()}")
+    shifted = copy.deepcopy(model)         # model itself is never touched
+    target = shifted.get_submodule(normalizers[0])
+    assert isinstance(target, Normalize)
+    target.mean = target.mean + delta.to(target.mean.device).view(1, -1, 1, 1)
+    return shifted
