@@ -16,6 +16,7 @@ from torch import nn
 
 from xai_helpers.cam import activations_and_gradients, grad_cam, grad_cam_plus_plus, hires_cam, layer_cam, score_cam
 from xai_helpers.core import normalize_maps
+from xai_helpers.cost import count_passes
 from xai_helpers.models import SmallCNN
 
 GRADIENT_CAMS = [grad_cam_plus_plus, hires_cam, layer_cam]
@@ -162,6 +163,22 @@ def test_score_cam_matches_a_loop_over_channels(batch_size):
     maps = score_cam(model, x, [0, 2], "3", batch_size=batch_size, normalize=True)
     for b, t in enumerate([0, 2]):
         assert torch.allclose(maps[b], score_cam_by_hand(model, x[b : b + 1], t, model[3])[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", ["increase", "softmax"])
+def test_score_cam_skips_the_passes_of_blank_channels_and_gives_the_same_map(weighting):
+    # Channels 0 and 2 of the ReLU are dead (bias -100): their masks are blank, their masked images black.
+    model = conv_net(seed=5)
+    with torch.no_grad():
+        model[2].bias[[0, 2]] = -100.0
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with count_passes(model) as count:
+        maps = score_cam(model, x, [1, 3], "3", batch_size=2, weighting=weighting, normalize=True)
+    for b, t in enumerate([1, 3]):
+        assert torch.allclose(maps[b], score_cam_by_hand(model, x[b : b + 1], t, model[3], weighting)[0], atol=1e-12)
+    channels = model[2].out_channels
+    # One forward of x, one of the black images (both photos together), the live channels' masked images.
+    assert count.forward == 2 + 2 + 2 * (channels - 2), count
 
 
 def test_score_cam_weights_are_softmax_increases():

@@ -13,6 +13,7 @@ from torch import nn
 from xai_helpers.evaluation import (
     Curve,
     baseline_image,
+    deletion_and_insertion,
     deletion_curve,
     energy_in_mask,
     fastest_seconds,
@@ -115,6 +116,24 @@ def test_curves_start_and_end_at_the_image_and_the_baseline():
     i = insertion_curve(model, x, perfect, 1, step=0.25)
     assert torch.allclose(d.scores[:, 0], p_image) and torch.allclose(d.scores[:, -1], p_base)
     assert torch.allclose(i.scores[:, 0], p_base) and torch.allclose(i.scores[:, -1], p_image)
+
+
+@pytest.mark.parametrize("step", [0.25, 7])
+def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(step):
+    from xai_helpers.cost import count_passes
+
+    model, x, perfect = known_setup(4)
+    options = dict(step=step, baseline="blur", batch_size=5)
+    with count_passes(model) as separate:
+        expected = deletion_curve(model, x, perfect, [1, 0, 1], **options), insertion_curve(model, x, perfect, [1, 0, 1], **options)
+    with count_passes(model) as together:
+        got = deletion_and_insertion(model, x, perfect, [1, 0, 1], **options)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g.fractions, e.fractions)
+        torch.testing.assert_close(g.scores, e.scores, rtol=1e-6, atol=1e-7)
+    points = expected[0].scores.shape[1]
+    assert separate.forward == 2 * points * len(x) and together.forward == 2 * (points - 1) * len(x)
+    assert not got[0].scores.is_inference() and not got[1].scores.requires_grad
 
 
 def test_baselines():
