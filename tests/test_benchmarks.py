@@ -5,10 +5,19 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers.benchmarks import PHOTO_CONTENTS, PhotoSet, photo_grids, shape_set, usable_photos
+from xai_helpers.benchmarks import (
+    PHOTO_CONTENTS,
+    CellWise,
+    DisconnectedGrid,
+    PhotoSet,
+    photo_grids,
+    shape_grids,
+    shape_set,
+    usable_photos,
+)
 from xai_helpers.data import SAMPLE_IMAGES, make_shapes, sample_image
 from xai_helpers.evaluation import pointing_game
-from xai_helpers.models import imagenet_categories
+from xai_helpers.models import SmallCNN, imagenet_categories
 
 # ----------------------------------------------------------------------------- usable_photos
 
@@ -205,3 +214,76 @@ def test_shape_set_errors():
         shape_set(1)
     with pytest.raises(ValueError, match="min_contrast"):
         shape_set(10, min_contrast=0.8)
+
+
+# ----------------------------------------------------------------------------- shape grids and DiFull
+
+
+def _cells(images: torch.Tensor) -> list[torch.Tensor]:
+    """The four cells of [G, C, 2S, 2S] grids, raster order, cut out by hand."""
+    s = images.shape[-1] // 2
+    return [images[..., r * s : (r + 1) * s, c * s : (c + 1) * s] for r in range(2) for c in range(2)]
+
+
+def test_shape_grids_hold_three_classes_an_empty_cell_and_no_reused_image():
+    shapes = make_shapes(80, size=16, seed=3)
+    grids = shape_grids(shapes, 12, seed=0)
+    assert grids.images.shape == (12, 3, 32, 32) and grids.masks.shape == (12, 4, 32, 32)
+    for g in range(12):
+        assert sorted(grids.classes[g].tolist()) == [-1, 0, 1, 2]
+        for k, cell in enumerate(_cells(grids.images[g])):
+            assert grids.masks[g, k].sum() == 16 * 16
+            if grids.classes[g, k] >= 0:      # a shape cell is the named image, unchanged
+                assert torch.equal(cell, shapes.images[grids.photo_indices[g, k]])
+                assert shapes.labels[grids.photo_indices[g, k]] == grids.classes[g, k]
+            else:                             # the empty cell: no object edge, the background's colour
+                source = grids.photo_indices[g, k]
+                background = shapes.images[source][:, ~shapes.masks[source]].median(dim=1).values
+                assert (cell.mean(dim=(1, 2)) - background).abs().max() < 0.03
+    assert grids.masks.sum(1).eq(1).all()                 # the cells partition the grid
+    assert len(set(grids.photo_indices.flatten().tolist())) == 48    # no image serves two grids
+    assert torch.equal(shape_grids(shapes, 12, seed=0).images, grids.images)
+    assert not torch.equal(shape_grids(shapes, 12, seed=1).classes, grids.classes)
+
+
+def test_shape_grid_errors():
+    with pytest.raises(ValueError, match="three classes"):
+        shape_grids(make_shapes(40, size=16, class_names=("circle", "square")), 2)
+    with pytest.raises(ValueError, match="fewer grids"):
+        shape_grids(make_shapes(20, size=16), 6)
+    with pytest.raises(ValueError, match="positive int"):
+        shape_grids(make_shapes(20, size=16), 0)
+
+
+def test_difull_scores_each_cell_as_the_model_does_alone():
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, width=4).double().eval()
+    difull = DisconnectedGrid(model).eval()
+    grids = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        scores = difull(grids).view(3, 4, 3)
+        for k, cell in enumerate(_cells(grids)):
+            torch.testing.assert_close(scores[:, k], model(cell))
+    # The original model is untouched, and still sees across cells.
+    assert isinstance(model.conv1, nn.Conv2d) and isinstance(difull.model.conv1, CellWise)
+
+
+def test_difull_gradient_is_zero_outside_the_cell_and_the_plain_model_is_not():
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, width=4).double().eval()
+    difull = DisconnectedGrid(model).eval()
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    difull(x)[0, 2 * 3 + 1].backward()              # cell 2 (bottom left), class 1
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[16:, :16] = True
+    assert x.grad[0][:, ~inside].abs().max() == 0 and x.grad[0][:, inside].abs().max() > 0
+    x.grad = None
+    model(x)[0, 1].backward()
+    assert x.grad[0][:, ~inside].abs().max() > 0     # the connected model's receptive field crosses cells
+
+
+def test_difull_errors():
+    with pytest.raises(TypeError, match="gap"):
+        DisconnectedGrid(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()))
+    with pytest.raises(ValueError, match="divisible"):
+        CellWise(nn.Identity())(torch.zeros(1, 1, 5, 6))

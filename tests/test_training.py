@@ -31,3 +31,14 @@ def test_predict_restores_mode_and_checks_lengths():
     assert torch.equal(predict(model, x), model(x).argmax(1))
     with pytest.raises(ValueError, match="10 images but 9 labels"):
         train_classifier(model, x, torch.zeros(9, dtype=torch.long))
+
+
+def test_stop_at_accuracy_stops_once_the_training_set_is_learnt():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 1, 4, 4, generator=gen)
+    labels = (images.mean(dim=(1, 2, 3)) > 0.5).long()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    history = train_classifier(model, images, labels, epochs=500, lr=0.05, batch_size=40, seed=0, stop_at_accuracy=0.9)
+    assert len(history) < 500 and accuracy(model, images, labels) >= 0.9
+    with pytest.raises(ValueError, match="stop_at_accuracy"):
+        train_classifier(model, images, labels, stop_at_accuracy=0.0)

@@ -15,7 +15,8 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``propagation``           gradient x input, LRP (rules, composites, batch-norm merging), DeepLIFT
 ``cost``                  forward and backward passes, counted
 ``stats``                 bootstrap intervals for comparisons over images
-``benchmarks``            the evaluation set: usable photos, photo grids, shapes with exact masks
+``benchmarks``            the evaluation set: usable photos, photo grids, shapes, DiFull
+``removal``               remove and retrain (ROAR), ROAD's imputation, what a removal mask leaks
 ``perturbation``          occlusion
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
@@ -35,7 +36,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 __all__ = [
     "core", "registry", "models", "data", "cam", "rules", "gradients", "integrated", "display", "propagation",
-    "perturbation", "featvis", "evaluation", "cost", "stats", "benchmarks",
+    "perturbation", "featvis", "evaluation", "cost", "stats", "benchmarks", "removal",
     "sanity", "plot", "widgets", "training", "receptive_field", "background",
 ]
 

@@ -6,11 +6,17 @@
   cell of each class as its mask, for the grid pointing game (Rao, Boehle & Schiele, CVPR 2022).
 * :func:`shape_set` -- hundreds of synthetic shapes with exact object masks, whose object and
   background colours are drawn so that brightness says nothing about where the object is.
+* :func:`shape_grids` -- 2x2 grids of three shapes of three different classes and one empty cell,
+  the grid pointing game for a model trained on single shapes.
+* :class:`DisconnectedGrid` -- DiFull (Rao, Boehle & Schiele 2022): a copy of a model that sees each
+  grid cell on its own and classifies each cell with its own head, so that no cell can influence
+  another cell's scores, and attribution outside the explained cell is wrong by construction.
 
 Everything here is deterministic: the same arguments give the same images, in the same order.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 
@@ -31,6 +37,9 @@ __all__ = [
     "photo_grids",
     "ShapeSet",
     "shape_set",
+    "shape_grids",
+    "CellWise",
+    "DisconnectedGrid",
 ]
 
 #: Photo name -> ``(what it shows, the ImageNet-1k classes that name it correctly)``. An empty set means
@@ -308,3 +317,143 @@ def shape_set(
         background_colours=backgrounds,
         object_lighter=lighter,
     )
+
+
+# ----------------------------------------------------------------------------- grids of shapes, DiFull
+
+
+def _stitch(cells: torch.Tensor) -> torch.Tensor:
+    """``[G, 4, C, S, S]`` -> ``[G, C, 2S, 2S]``, cells in raster order."""
+    top = torch.cat([cells[:, 0], cells[:, 1]], dim=-1)
+    bottom = torch.cat([cells[:, 2], cells[:, 3]], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
+
+
+def shape_grids(shapes: ShapesDataset, n_grids: int, *, seed: int = 0) -> PhotoGrids:
+    """``n_grids`` 2x2 grids, each of three shape images of three different classes and one empty cell.
+
+    ``shapes`` must have three classes (:func:`~xai_helpers.data.make_shapes` or :func:`shape_set`).
+    Each grid takes one image of each class and an empty cell: a fourth image's background colour
+    (its median) everywhere, with noise of that background's spread. No image serves two grids, so
+    a bootstrap may resample grids. The four cells are placed by a seeded permutation. Returns :class:`PhotoGrids` with ``images [G, 3, 2S, 2S]``, ``masks [G, 4,
+    2S, 2S]`` (each cell), ``classes [G, 4]`` (-1 for the empty cell, which is never a target) and
+    ``photo_indices [G, 4]`` (the image of ``shapes`` in each cell; for the empty cell, the image
+    whose background it shows).
+    """
+    if len(shapes.class_names) != 3:
+        raise ValueError(f"shape grids need three classes (three shapes and one empty cell), got {shapes.class_names}")
+    if not isinstance(n_grids, int) or n_grids < 1:
+        raise ValueError(f"n_grids must be a positive int, got {n_grids!r}")
+    gen = torch.Generator().manual_seed(seed)
+    pools = [torch.nonzero(shapes.labels == k).flatten() for k in range(3)]
+    pools = [pool[torch.randperm(len(pool), generator=gen)] for pool in pools]
+    smallest = min(len(pool) for pool in pools)
+    if smallest < n_grids or len(shapes.labels) < 4 * n_grids:
+        raise ValueError(
+            f"{n_grids} grids need {n_grids} images of every class and {n_grids} more for the empty cells "
+            f"({4 * n_grids} in all), but there are {len(shapes.labels)} with {smallest} in the smallest class; "
+            "pass more shapes or ask for fewer grids"
+        )
+    chosen = torch.stack([pool[:n_grids] for pool in pools], 1)                       # [G, 3]
+    rest = torch.cat([pool[n_grids:] for pool in pools])
+    empty_from = rest[torch.randperm(len(rest), generator=gen)[:n_grids]]              # [G], no image reused
+    source = torch.cat([chosen, empty_from[:, None]], 1)                                # [G, 4]
+    cells = shapes.images[source].clone()                                               # [G, 4, 3, S, S]
+    # The empty cell: the fourth image's background colour everywhere (its median over the background
+    # pixels), with noise of the background's own spread, so it looks like a cell whose shape is gone.
+    background_pixels = [img[:, ~m] for img, m in zip(cells[:, 3], shapes.masks[empty_from])]    # [3, n_bg] each
+    colour = torch.stack([p.median(dim=1).values for p in background_pixels])                    # [G, 3]
+    spread = torch.stack([p.std(dim=1) for p in background_pixels])                              # [G, 3]
+    noise = torch.randn(cells[:, 3].shape, generator=gen)
+    cells[:, 3] = (colour[:, :, None, None] + spread[:, :, None, None] * noise).clamp(0, 1)
+    classes = torch.cat([shapes.labels[chosen], torch.full((n_grids, 1), -1)], 1)       # [G, 4]
+    order = torch.stack([torch.randperm(4, generator=gen) for _ in range(n_grids)])      # [G, 4]
+    cells = cells.gather(1, order[:, :, None, None, None].expand_as(cells))
+    classes, source = classes.gather(1, order), source.gather(1, order)
+    s = shapes.images.shape[-1]
+    masks = torch.zeros(n_grids, 4, 2 * s, 2 * s, dtype=torch.bool)
+    for k in range(4):
+        row, col = divmod(k, 2)
+        masks[:, k, row * s : (row + 1) * s, col * s : (col + 1) * s] = True
+    return PhotoGrids(_stitch(cells).contiguous(), masks, classes, source)
+
+
+class CellWise(nn.Module):
+    """Applies ``module`` to each cell of a ``cells x cells`` grid on its own, and stitches the results.
+
+    ``[B, C, H, W]`` -> the cells ``[B * cells^2, C, H/cells, W/cells]`` -> ``module`` -> stitched back to
+    ``[B, C', cells * h', cells * w']``. A convolution's padding or a pooling window then never reaches
+    across a cell border: each cell is computed exactly as if it were the whole image.
+    """
+
+    def __init__(self, module: nn.Module, cells: int = 2):
+        super().__init__()
+        self.module, self.cells = module, cells
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        k = self.cells
+        if h % k or w % k:
+            raise ValueError(f"a {k}x{k} grid needs a height and width divisible by {k}, got {h}x{w}")
+        split = x.reshape(b, c, k, h // k, k, w // k).permute(0, 2, 4, 1, 3, 5).reshape(b * k * k, c, h // k, w // k)
+        out = self.module(split)
+        _, c2, h2, w2 = out.shape
+        return out.reshape(b, k, k, c2, h2, w2).permute(0, 3, 1, 4, 2, 5).reshape(b, c2, k * h2, k * w2)
+
+
+class _CellPool(nn.Module):
+    """Global average pooling per cell: ``[B, C, H, W]`` -> ``[B, cells^2, C]``."""
+
+    def __init__(self, cells: int):
+        super().__init__()
+        self.cells = cells
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(x, self.cells)          # [B, C, k, k], one mean per cell
+        return pooled.flatten(2).transpose(1, 2)                            # [B, k*k, C], raster order
+
+
+class _CellHead(nn.Module):
+    """The classifier applied to each cell's pooled features: ``[B, k*k*C]`` -> ``[B, k*k*N]``."""
+
+    def __init__(self, linear: nn.Linear, cells: int):
+        super().__init__()
+        self.linear, self.cells = linear, cells
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_cell = x.reshape(x.shape[0], self.cells**2, self.linear.in_features)
+        return self.linear(per_cell).flatten(1)
+
+
+class DisconnectedGrid(nn.Module):
+    """DiFull (Rao, Boehle & Schiele, CVPR 2022): ``model`` run on each cell of a grid separately.
+
+    ``model`` must be a conv net whose modules are applied in sequence with only pointwise operations
+    between them and that ends in a global average pooling ``gap`` and a linear ``fc`` (as
+    :class:`~xai_helpers.models.SmallCNN`). The copy wraps every convolution and pooling layer in
+    :class:`CellWise`, pools each cell separately and applies ``fc`` to each: the output is
+    ``[B, cells^2 * N]``, where index ``k * N + c`` is the logit of class ``c`` *for cell* ``k``. It
+    equals ``model`` applied to cell ``k`` alone, so that logit depends on no pixel outside cell ``k``,
+    and any attribution outside the cell is wrong by construction. ``model``'s layers keep their names
+    under ``model.`` (``model.relu1``, whose output now covers the whole grid).
+    """
+
+    def __init__(self, model: nn.Module, cells: int = 2):
+        super().__init__()
+        gap, fc = getattr(model, "gap", None), getattr(model, "fc", None)
+        if not isinstance(gap, nn.AdaptiveAvgPool2d) or not isinstance(fc, nn.Linear):
+            raise TypeError(
+                "DisconnectedGrid needs a model ending in `gap` (nn.AdaptiveAvgPool2d) and `fc` (nn.Linear), "
+                f"as SmallCNN does; got gap={type(gap).__name__}, fc={type(fc).__name__}"
+            )
+        self.model = copy.deepcopy(model)
+        self.cells = cells
+        for name, child in list(self.model.named_children()):
+            if isinstance(child, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                setattr(self.model, name, CellWise(child, cells))
+        self.model.gap = _CellPool(cells)
+        self.model.fc = _CellHead(copy.deepcopy(fc), cells)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, cells*S, cells*S]`` -> ``[B, cells^2 * N]``: every cell's logits, cell by cell."""
+        return self.model(x)

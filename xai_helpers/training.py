@@ -22,14 +22,20 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
+    stop_at_accuracy: float | None = None,
 ) -> list[float]:
     """Train ``model`` on ``images [N, C, H, W]`` and ``labels [N]``; returns the mean loss of each epoch.
 
     The batch order is drawn from a generator seeded with ``seed``, so the same call gives the same
-    model (on the same machine and thread count). The model is left in eval mode.
+    model (on the same machine and thread count). With ``stop_at_accuracy``, training stops after
+    the first epoch at whose end the model reaches that accuracy on the training set itself (to
+    memorise a set, e.g. with random labels), or after ``epochs``; ``len(result)`` says which.
+    The model is left in eval mode.
     """
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"got {images.shape[0]} images but {labels.shape[0]} labels")
+    if stop_at_accuracy is not None and not 0.0 < stop_at_accuracy <= 1.0:
+        raise ValueError(f"stop_at_accuracy is an accuracy in (0, 1], got {stop_at_accuracy}")
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
@@ -45,6 +51,8 @@ def train_classifier(
             optimizer.step()
             total += loss.item() * len(idx)
         history.append(total / len(labels))
+        if stop_at_accuracy is not None and accuracy(model, images, labels) >= stop_at_accuracy:
+            break
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     return history
