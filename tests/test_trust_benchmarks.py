@@ -58,6 +58,13 @@ def test_difull_and_the_grid_pointing_game(shapes, seed):
     deep = energy_in_mask(heat("grad_cam", model, x, classes, layer="relu3"), masks)
     shallow = energy_in_mask(heat("grad_cam", model, x, classes, layer="relu1"), masks)
     assert bootstrap_interval(deep - shallow, groups=grid_of).low > 0.1
+    # The connected network: saliency and LayerCAM keep most of their mass outside the cell, and
+    # Grad-CAM at relu3 scores above both.
+    connected = {"saliency": heat("saliency", model, x, classes)}
+    connected.update({f"layer_cam {layer}": heat("layer_cam", model, x, classes, layer=layer) for layer in ["relu1", "relu2", "relu3"]})
+    for name, maps in connected.items():
+        assert score(maps).high < 0.5, name
+        assert score(heat("grad_cam", model, x, classes, layer="relu3")).low > score(maps).high, name
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -171,6 +171,22 @@ def usable_photos(
 # ----------------------------------------------------------------------------- grid pointing game
 
 
+def _stitch(cells: torch.Tensor) -> torch.Tensor:
+    """``[G, 4, C, S, S]`` -> ``[G, C, 2S, 2S]``, cells in raster order."""
+    top = torch.cat([cells[:, 0], cells[:, 1]], dim=-1)
+    bottom = torch.cat([cells[:, 2], cells[:, 3]], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
+
+
+def _cell_masks(n_grids: int, size: int) -> torch.Tensor:
+    """``[G, 4, 2S, 2S]`` bool: cell ``k`` of a 2x2 grid of ``S``-pixel cells, raster order."""
+    masks = torch.zeros(n_grids, 4, 2 * size, 2 * size, dtype=torch.bool)
+    for k in range(4):
+        row, col = divmod(k, 2)
+        masks[:, k, row * size : (row + 1) * size, col * size : (col + 1) * size] = True
+    return masks
+
+
 @dataclass
 class PhotoGrids:
     """2x2 photo grids for the grid pointing game.
@@ -235,16 +251,8 @@ def photo_grids(
         keep = sorted(torch.randperm(len(placed), generator=gen)[:max_grids].tolist())
         placed = [placed[i] for i in keep]
     index = torch.tensor(placed, dtype=torch.long)  # [G, 4]
-    s = photos.shape[-1]
-    cells = photos[index]  # [G, 4, 3, S, S]
-    top = torch.cat([cells[:, 0], cells[:, 1]], dim=-1)
-    bottom = torch.cat([cells[:, 2], cells[:, 3]], dim=-1)
-    images = torch.cat([top, bottom], dim=-2)
-    masks = torch.zeros(len(index), 4, 2 * s, 2 * s, dtype=torch.bool)
-    for k in range(4):
-        row, col = divmod(k, 2)
-        masks[:, k, row * s : (row + 1) * s, col * s : (col + 1) * s] = True
-    return PhotoGrids(images.contiguous(), masks, classes[index], index)
+    images = _stitch(photos[index])  # [G, 4, 3, S, S] -> [G, 3, 2S, 2S]
+    return PhotoGrids(images.contiguous(), _cell_masks(len(index), photos.shape[-1]), classes[index], index)
 
 
 # ----------------------------------------------------------------------------- synthetic shapes
@@ -322,11 +330,6 @@ def shape_set(
 # ----------------------------------------------------------------------------- grids of shapes, DiFull
 
 
-def _stitch(cells: torch.Tensor) -> torch.Tensor:
-    """``[G, 4, C, S, S]`` -> ``[G, C, 2S, 2S]``, cells in raster order."""
-    top = torch.cat([cells[:, 0], cells[:, 1]], dim=-1)
-    bottom = torch.cat([cells[:, 2], cells[:, 3]], dim=-1)
-    return torch.cat([top, bottom], dim=-2)
 
 
 def shape_grids(shapes: ShapesDataset, n_grids: int, *, seed: int = 0) -> PhotoGrids:
@@ -370,12 +373,7 @@ def shape_grids(shapes: ShapesDataset, n_grids: int, *, seed: int = 0) -> PhotoG
     order = torch.stack([torch.randperm(4, generator=gen) for _ in range(n_grids)])      # [G, 4]
     cells = cells.gather(1, order[:, :, None, None, None].expand_as(cells))
     classes, source = classes.gather(1, order), source.gather(1, order)
-    s = shapes.images.shape[-1]
-    masks = torch.zeros(n_grids, 4, 2 * s, 2 * s, dtype=torch.bool)
-    for k in range(4):
-        row, col = divmod(k, 2)
-        masks[:, k, row * s : (row + 1) * s, col * s : (col + 1) * s] = True
-    return PhotoGrids(_stitch(cells).contiguous(), masks, classes, source)
+    return PhotoGrids(_stitch(cells).contiguous(), _cell_masks(n_grids, shapes.images.shape[-1]), classes, source)
 
 
 class CellWise(nn.Module):
