@@ -50,7 +50,7 @@ from torch import nn
 from xai_helpers import registry
 from xai_helpers.core import find_last_conv_layer
 from xai_helpers.data import sample_image
-from xai_helpers.evaluation import deletion_and_insertion
+from xai_helpers.evaluation import OutputOf, deletion_and_insertion
 from xai_helpers.models import efficientnet_lite0
 from xai_helpers.propagation import Composite, EpsilonRule, GammaRule, ZBoxRule
 
@@ -328,8 +328,9 @@ def ours_deletion_insertion(s: Setting) -> Fn:
     per_step = -(-n // METRIC_STEPS)  # torchcam's step: ceil(n / steps) pixels
 
     def run() -> torch.Tensor:
-        maps = registry.attribute("grad_cam", s.model, s.x, s.targets, layer=s.layer)
-        options = dict(step=per_step, baseline=0.0, score="probability", batch_size=32)
+        with OutputOf(s.model, s.x) as seen:   # the CAM's forward pass also scores the unperturbed image
+            maps = registry.attribute("grad_cam", s.model, s.x, s.targets, layer=s.layer)
+        options = dict(step=per_step, baseline=0.0, score="probability", batch_size=32, logits=seen.logits)
         deletion, insertion = deletion_and_insertion(s.model, s.x, maps, s.targets, **options)
         return torch.stack([deletion.auc, insertion.auc], 1)  # [B, 2]
     return run

@@ -18,6 +18,7 @@ from xai_helpers.evaluation import (
     energy_in_mask,
     fastest_seconds,
     insertion_curve,
+    OutputOf,
     map_similarity,
     perturbation_curve,
     perturbation_order,
@@ -134,6 +135,43 @@ def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(
     points = expected[0].scores.shape[1]
     assert separate.forward == 2 * points * len(x) and together.forward == 2 * (points - 1) * len(x)
     assert not got[0].scores.is_inference() and not got[1].scores.requires_grad
+
+
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_logits_of_the_explanation_spare_the_unperturbed_pass(score):
+    from xai_helpers import registry
+    from xai_helpers.cost import count_passes
+
+    model, x, perfect = known_setup(3)
+    options = dict(step=0.25, baseline=0.0, batch_size=4, score=score)
+    expected = deletion_and_insertion(model, x, perfect, [1, 0, 1], **options)
+    with OutputOf(model, x) as seen:
+        registry.attribute("saliency", model, x, [1, 0, 1])
+    torch.testing.assert_close(seen.logits, model(x))
+    with count_passes(model) as reused:
+        got = deletion_and_insertion(model, x, perfect, [1, 0, 1], logits=seen.logits, **options)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g.scores, e.scores, rtol=1e-6, atol=1e-7)
+    points = expected[0].scores.shape[1]
+    assert reused.forward == (2 * (points - 1) - 1) * len(x)
+    # One curve alone, too; and logits that are not the model's output for x move the end point.
+    alone = deletion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits, **options)
+    torch.testing.assert_close(alone.scores, expected[0].scores, rtol=1e-6, atol=1e-7)
+    wrong = insertion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits + 1.0 if score == "logit" else -seen.logits, **options)
+    assert not torch.allclose(wrong.scores[:, -1], expected[1].scores[:, -1])
+    with pytest.raises(ValueError, match="logits"):
+        deletion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits[:2], **options)
+
+
+def test_output_of_records_only_a_call_on_x_and_removes_its_hook():
+    model, x, _ = known_setup(2)
+    with OutputOf(model, x) as seen:
+        model(x + 1.0)
+    assert seen.logits is None and not model._forward_hooks
+    with pytest.raises(RuntimeError, match="boom"):
+        with OutputOf(model, x):
+            raise RuntimeError("boom")
+    assert not model._forward_hooks
 
 
 def test_baselines():

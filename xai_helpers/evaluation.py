@@ -42,6 +42,7 @@ __all__ = [
     "deletion_curve",
     "insertion_curve",
     "deletion_and_insertion",
+    "OutputOf",
     "map_similarity",
     "timed",
     "fastest_seconds",
@@ -150,8 +151,13 @@ def _curves(
     batch_size: int = 32,
     score: str = "probability",
     seed: int = 0,
+    logits: torch.Tensor | None = None,
 ) -> list[Curve]:
-    """The curves of ``kinds`` for one ordering, each distinct perturbed image sent through the model once."""
+    """The curves of ``kinds`` for one ordering, each distinct perturbed image sent through the model once.
+
+    ``logits [B, N]``, if given, are the model's output for ``x`` itself (e.g. from the explanation's
+    own forward pass, see :class:`OutputOf`): the unperturbed image is then not sent through it again.
+    """
     check_images(x)
     if any(kind not in ("deletion", "insertion") for kind in kinds):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kinds!r}")
@@ -161,6 +167,8 @@ def _curves(
         raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if logits is not None and (logits.dim() != 2 or logits.shape[0] != x.shape[0]):
+        raise ValueError(f"logits must be the model's output for x, [B, N] with B = {x.shape[0]}, got {list(logits.shape)}")
     n_pixels = maps[0].numel()
     per_step = _pixels_per_step(step, n_pixels)
     counts = torch.arange(0, n_pixels + per_step, per_step, device=x.device).clamp_max(n_pixels).unique()  # [S+1]
@@ -171,22 +179,30 @@ def _curves(
     # kinds, deletion's s = 0 (the image itself) and s = last (the baseline) also serve as insertion's
     # last and first points, so 2 S images per photo go through the model instead of 2 (S + 1).
     both = len(kinds) == 2
+    unperturbed = {("deletion", 0), ("insertion", last)}  # the image itself: known if logits are given
     points = [(int(k == "insertion"), s) for k in kinds for s in range(last + 1)
-              if not (both and k == "insertion" and s in (0, last))]
+              if not (both and k == "insertion" and s in (0, last)) and not (logits is not None and (k, s) in unperturbed)]
     spec = torch.tensor(points, device=x.device)                                 # [P, 2]
     row_of = torch.tensor([kinds.index(k) if k in kinds else 0 for k in ("deletion", "insertion")], device=x.device)
     jobs = torch.cartesian_prod(torch.arange(x.shape[0], device=x.device), torch.arange(len(points), device=x.device))
     scores = torch.empty(len(kinds), x.shape[0], last + 1, dtype=x.dtype, device=x.device)
+
+    def score_of(out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (out.softmax(1) if score == "probability" else out).gather(1, targets[rows, None])[:, 0]
+
     with explaining(model), torch.inference_mode():
         targets = as_targets(target, x.shape[0], device=x.device)
+        if logits is not None:
+            clean = score_of(logits.detach().to(x.device), torch.arange(x.shape[0], device=x.device)).to(x.dtype)
+            for k, kind in enumerate(kinds):
+                scores[k, :, 0 if kind == "deletion" else last] = clean
         for chunk in jobs.split(batch_size):
             b, (insertion, s) = chunk[:, 0], spec[chunk[:, 1]].unbind(1)
             switched = (rank[b] < counts[s, None, None])[:, None]                  # [n, 1, H, W]
             # Deletion switches x to the baseline, insertion the baseline to x.
             ins = insertion.bool()[:, None, None, None]
             start, end = torch.where(ins, base[b], x[b]), torch.where(ins, x[b], base[b])
-            logits = model(torch.where(switched, end, start))
-            values = (logits.softmax(1) if score == "probability" else logits).gather(1, targets[b, None])[:, 0]
+            values = score_of(model(torch.where(switched, end, start)), b)
             scores[row_of[insertion], b, s] = values
             if both:                          # deletion's end points are insertion's, in reverse
                 shared = (insertion == 0) & ((s == 0) | (s == last))
@@ -207,6 +223,7 @@ def perturbation_curve(
     batch_size: int = 32,
     score: str = "probability",
     seed: int = 0,
+    logits: torch.Tensor | None = None,
 ) -> Curve:
     """A deletion or insertion curve (Petsiuk et al. 2018) of ``x [B, 3, H, W]`` ordered by ``maps [B, H, W]``.
 
@@ -216,12 +233,13 @@ def perturbation_curve(
     :func:`perturbation_order`). ``step`` is a number of pixels per step (int) or a fraction of the
     image (float; the default 1/16 gives 16 steps, 17 points). ``baseline`` is ``"blur"``, a constant
     or a tensor (:func:`baseline_image`). The ``B * (steps + 1)`` perturbed images run ``batch_size``
-    at a time; ``score`` is the target's softmax ``"probability"`` or its ``"logit"``.
+    at a time; ``score`` is the target's softmax ``"probability"`` or its ``"logit"``. ``logits
+    [B, N]``, the model's output for ``x`` if the caller has it (:class:`OutputOf`), spare one pass.
     """
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
     return _curves(model, x, maps, target, (kind,), step=step, baseline=baseline, batch_size=batch_size,
-                   score=score, seed=seed)[0]
+                   score=score, seed=seed, logits=logits)[0]
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options: Any) -> Curve:
@@ -241,10 +259,45 @@ def deletion_and_insertion(
 
     The two curves share two images: the unperturbed image (deletion's first point, insertion's
     last) and the baseline (deletion's last, insertion's first). Each goes through the model once,
-    so the pair costs ``2 S`` forward passes per image instead of ``2 (S + 1)``.
+    so the pair costs ``2 S`` forward passes per image instead of ``2 (S + 1)``, and ``2 S - 1``
+    with ``logits=`` (the model's output for ``x``, e.g. recorded by :class:`OutputOf` while the
+    map was computed).
     """
     deletion, insertion = _curves(model, x, maps, target, ("deletion", "insertion"), **options)
     return deletion, insertion
+
+
+class OutputOf:
+    """Records what ``model`` returns the first time it is called on ``x`` (equal values, same shape).
+
+    Explaining ``x`` usually runs the model on ``x`` once; the curves need that output too::
+
+        with OutputOf(model, x) as seen:
+            maps = registry.attribute("grad_cam", model, x, target, layer=layer)
+        deletion, insertion = deletion_and_insertion(model, x, maps, target, logits=seen.logits)
+
+    ``seen.logits [B, N]`` is detached, and ``None`` if no call received ``x`` itself (Integrated
+    Gradients, say, runs the model on points of a path only); the curves then run it as usual. The
+    hook is removed on leaving the block, also after an exception.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        self.model, self.x = model, x
+        self.logits: torch.Tensor | None = None
+        self._handle: Any = None
+
+    def _record(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self.logits is None and args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            seen = args[0]
+            if seen.shape == self.x.shape and torch.equal(seen.detach(), self.x.detach()):
+                self.logits = output.detach()
+
+    def __enter__(self) -> OutputOf:
+        self._handle = self.model.register_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
 
 
 # ----------------------------------------------------------------------------- stability and cost
