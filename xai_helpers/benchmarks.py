@@ -330,16 +330,14 @@ def shape_set(
 # ----------------------------------------------------------------------------- grids of shapes, DiFull
 
 
-
-
 def shape_grids(shapes: ShapesDataset, n_grids: int, *, seed: int = 0) -> PhotoGrids:
     """``n_grids`` 2x2 grids, each of three shape images of three different classes and one empty cell.
 
     ``shapes`` must have three classes (:func:`~xai_helpers.data.make_shapes` or :func:`shape_set`).
     Each grid takes one image of each class and an empty cell: a fourth image's background colour
     (its median) everywhere, with noise of that background's spread. No image serves two grids, so
-    a bootstrap may resample grids. The four cells are placed by a seeded permutation. Returns :class:`PhotoGrids` with ``images [G, 3, 2S, 2S]``, ``masks [G, 4,
-    2S, 2S]`` (each cell), ``classes [G, 4]`` (-1 for the empty cell, which is never a target) and
+    a bootstrap may resample grids. The four cells are placed by a seeded permutation. Returns
+    :class:`PhotoGrids` with ``images [G, 3, 2S, 2S]``, ``masks [G, 4, 2S, 2S]`` (each cell), ``classes [G, 4]`` (-1 for the empty cell, which is never a target) and
     ``photo_indices [G, 4]`` (the image of ``shapes`` in each cell; for the empty cell, the image
     whose background it shows).
     """
