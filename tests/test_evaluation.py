@@ -14,6 +14,7 @@ from xai_helpers.evaluation import (
     Curve,
     baseline_image,
     deletion_and_insertion,
+    default_batch_size,
     deletion_curve,
     energy_in_mask,
     fastest_seconds,
@@ -106,6 +107,41 @@ def test_batch_size_changes_nothing():
     a = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", batch_size=1)
     b = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", batch_size=1000)
     assert torch.allclose(a.scores, b.scores, atol=1e-12)
+
+
+def test_perturbed_images_go_through_the_model_in_equal_chunks_of_at_most_batch_size():
+    model, x, perfect = known_setup(3)   # 3 images of 144 pixels; 3 pixels a step: 49 points each
+    sizes = []
+    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=32)
+    finally:
+        handle.remove()
+    assert sum(sizes) == 3 * 49
+    assert sorted(sizes) == [29, 29, 29, 30, 30], sizes      # 147 as 5 chunks, not 4 x 32 + 19
+
+
+def test_default_batch_size_is_a_pixel_budget_on_the_cpu():
+    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 4
+    assert default_batch_size(torch.zeros(1, 3, 32, 32)) == 196
+    assert default_batch_size(torch.zeros(1, 3, 448, 448)) == 1
+    assert default_batch_size(torch.zeros(1, 3, 1000, 1000)) == 1          # never 0
+    assert default_batch_size(torch.zeros(1, 3, 224, 224, device="meta")) == 64
+
+
+def test_without_batch_size_the_curves_use_the_default_and_agree():
+    model, x, perfect = known_setup(3)            # 12 x 12 pixels: all 147 images fit in one chunk
+    sizes = []
+    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        auto = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0)
+    finally:
+        handle.remove()
+    assert sizes == [3 * 49]
+    one_by_one = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=1)
+    assert torch.allclose(auto.scores, one_by_one.scores, atol=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        deletion_curve(model, x, perfect, 0, batch_size=0)
 
 
 def test_curves_start_and_end_at_the_image_and_the_baseline():
