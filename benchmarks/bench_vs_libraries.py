@@ -182,13 +182,17 @@ def captum_layer_grad_cam(s: Setting) -> Fn:
     return run
 
 
-def cam_peers(pgc: str | None, tc: str | None, captum: bool = False, **tc_kwargs) -> Callable[[Setting], dict[str, Fn]]:
+def cam_peers(pgc: str | None, tc: str | None, captum: bool = False, batch_sizes: Sequence[int] = (),
+              **tc_kwargs) -> Callable[[Setting], dict[str, Fn]]:
+    """The peers' CAM; with ``batch_sizes`` (Score-CAM), one peer entry per masked-image batch size."""
     def build(s: Setting) -> dict[str, Fn]:
         out: dict[str, Fn] = {}
-        if pgc and has("pytorch_grad_cam"):
-            out["pytorch-grad-cam"] = pgc_cam(pgc, batch_size=32)(s)
-        if tc and has("torchcam.methods"):
-            out["torchcam"] = torchcam_cam(tc, **tc_kwargs)(s)
+        for b in batch_sizes or [32]:
+            tag = f" b{b}" if batch_sizes else ""
+            if pgc and has("pytorch_grad_cam"):
+                out["pytorch-grad-cam" + tag] = pgc_cam(pgc, batch_size=b)(s)
+            if tc and has("torchcam.methods"):
+                out["torchcam" + tag] = torchcam_cam(tc, **tc_kwargs, **({"batch_size": b} if batch_sizes else {}))(s)
         if captum and has("captum.attr"):
             out["captum"] = captum_layer_grad_cam(s)
         return out
@@ -209,7 +213,7 @@ def captum_simple(cls_name: str, **attr_kwargs) -> Callable[[Setting], Fn]:
     return build
 
 
-def captum_occlusion(window: int, stride: int, baseline: float) -> Callable[[Setting], Fn]:
+def captum_occlusion(window: int, stride: int, baseline: float, per_eval: int) -> Callable[[Setting], Fn]:
     def build(s: Setting) -> Fn:
         from captum.attr import Occlusion
 
@@ -218,7 +222,7 @@ def captum_occlusion(window: int, stride: int, baseline: float) -> Callable[[Set
         def run() -> torch.Tensor:
             with torch.no_grad():
                 a = occ.attribute(s.x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                                  baselines=baseline, target=s.t, perturbations_per_eval=64)
+                                  baselines=baseline, target=s.t, perturbations_per_eval=per_eval)
             return a[:, 0]  # the same value in every channel
         return run
     return build
@@ -370,15 +374,16 @@ PAIRS: list[Pair] = [
     Pair("Grad-CAM++", "grad_cam_plus_plus", "lite0", compare="map", peers=cam_peers("GradCAMPlusPlus", "GradCAMpp")),
     Pair("HiResCAM", "hires_cam", "lite0", compare="map", peers=cam_peers("HiResCAM", None)),
     Pair("LayerCAM", "layer_cam", "lite0", compare="map", peers=cam_peers("LayerCAM", "LayerCAM")),
-    Pair("Score-CAM (softmax, as peers)", "score_cam", "lite0", compare="map",
-         options=dict(weighting="softmax", batch_size=32), peers=cam_peers("ScoreCAM", "ScoreCAM", batch_size=32),
+    # The forward-only methods: ours at its default batch (default_batch_size, 4 images of 224 px per
+    # pass on a CPU); the peers at 32 (64) and at ours' 4, so the fastest peer gets the same batch.
+    Pair("Score-CAM (softmax, as peers)", "score_cam", "lite0", compare="map", options=dict(weighting="softmax"),
+         peers=cam_peers("ScoreCAM", "ScoreCAM", batch_sizes=(32, 4)),
          note="pytorch-grad-cam upsamples the masks with align_corners=True, ours and torchcam with False"),
-    Pair("Score-CAM (increase, default)", "score_cam", "lite0", compare="map",
-         options=dict(weighting="increase", batch_size=32), peers=cam_peers("ScoreCAM", "ScoreCAM", batch_size=32),
+    Pair("Score-CAM (increase, default)", "score_cam", "lite0", compare="map", options=dict(weighting="increase"),
+         peers=cam_peers("ScoreCAM", "ScoreCAM", batch_sizes=(32, 4)),
          note="different weighting: r is not an agreement check"),
-    Pair("occlusion 16/8, grey", "occlusion", "lite0", compare="raw",
-         options=dict(window=16, stride=8, baseline=0.5, batch_size=64),
-         peers=captum_peer(captum_occlusion(16, 8, 0.5))),
+    Pair("occlusion 16/8, grey", "occlusion", "lite0", compare="raw", options=dict(window=16, stride=8, baseline=0.5),
+         peers=lambda s: {f"captum b{b}": captum_occlusion(16, 8, 0.5, b)(s) for b in (64, 4)} if has("captum.attr") else {}),
     Pair("saliency", "saliency", "lite0", peers=captum_peer(captum_simple("Saliency", abs=False))),
     Pair("deconvnet (ResNet-18)", "deconvnet", "resnet18", peers=captum_peer(captum_simple("Deconvolution"))),
     Pair("guided backprop (ResNet-18)", "guided_backprop", "resnet18", peers=guided_peers),

@@ -1,4 +1,5 @@
 """Tests for xai_helpers.core: input checks, layer resolution, state restore, activation capture."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -266,3 +267,32 @@ def test_postprocess_steps_are_independent():
     full = postprocess_maps(maps, (4, 4))
     assert full.min() == 0 and full.max() == 1
     assert torch.equal(postprocess_maps(maps, None, normalize=False), maps.clamp_min(0))
+
+
+# ----------------------------------------------------------------------------- batches of forward passes
+
+
+def test_default_batch_size_is_a_pixel_budget_on_the_cpu():
+    from xai_helpers.core import default_batch_size
+
+    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 4
+    assert default_batch_size(torch.zeros(1, 3, 32, 32)) == 196
+    assert default_batch_size(torch.zeros(1, 3, 448, 448)) == 1
+    assert default_batch_size(torch.zeros(1, 3, 1000, 1000)) == 1          # never 0
+    assert default_batch_size(torch.zeros(1, 3, 224, 224, device="meta")) == 64
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_check_batch_size_names_the_problem(bad):
+    from xai_helpers.core import check_batch_size
+
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        check_batch_size(bad, torch.zeros(1, 3, 8, 8))
+
+
+def test_check_batch_size_keeps_a_given_size_and_fills_in_the_default():
+    from xai_helpers.core import check_batch_size
+
+    x = torch.zeros(2, 3, 112, 112)
+    assert check_batch_size(None, x) == 16 and check_batch_size(5, x) == 5
+    assert check_batch_size(np.int64(3), x) == 3

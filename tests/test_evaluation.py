@@ -14,7 +14,6 @@ from xai_helpers.evaluation import (
     Curve,
     baseline_image,
     deletion_and_insertion,
-    default_batch_size,
     deletion_curve,
     energy_in_mask,
     fastest_seconds,
@@ -119,14 +118,6 @@ def test_perturbed_images_go_through_the_model_in_equal_chunks_of_at_most_batch_
         handle.remove()
     assert sum(sizes) == 3 * 49
     assert sorted(sizes) == [29, 29, 29, 30, 30], sizes      # 147 as 5 chunks, not 4 x 32 + 19
-
-
-def test_default_batch_size_is_a_pixel_budget_on_the_cpu():
-    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 4
-    assert default_batch_size(torch.zeros(1, 3, 32, 32)) == 196
-    assert default_batch_size(torch.zeros(1, 3, 448, 448)) == 1
-    assert default_batch_size(torch.zeros(1, 3, 1000, 1000)) == 1          # never 0
-    assert default_batch_size(torch.zeros(1, 3, 224, 224, device="meta")) == 64
 
 
 def test_without_batch_size_the_curves_use_the_default_and_agree():

@@ -103,3 +103,20 @@ def test_errors():
         occlusion(model, x, 0, window=2, stride=1, batch_size=0)
     with pytest.raises(ValueError, match="targets for a batch"):
         occlusion(model, x, [0, 1], window=2, stride=1)
+
+
+def test_without_batch_size_occlusion_runs_default_batch_size_images_a_pass(monkeypatch):
+    from xai_helpers import core
+
+    model = tiny_model().eval()
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    reference = occlusion(model, x, 0, window=2, stride=1, batch_size=1)
+    monkeypatch.setattr(core, "CPU_PIXELS_PER_FORWARD", 3 * 8 * 8)       # 3 images of 8 x 8 a pass
+    sizes = []
+    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        by_default = occlusion(model, x, 0, window=2, stride=1)
+    finally:
+        handle.remove()
+    assert sizes[0] == 1 and max(sizes[1:]) == 3 and sum(sizes[1:]) == 49   # the clean image, then 7 x 7 windows
+    assert torch.allclose(by_default, reference, atol=1e-12)

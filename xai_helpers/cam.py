@@ -18,6 +18,7 @@ from .core import (
     as_targets,
     capture_activation,
     check_autograd_available,
+    check_batch_size,
     check_images,
     check_logits,
     explaining,
@@ -140,7 +141,7 @@ def layer_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
 
 @register("score_cam", title="Score-CAM", space="map", needs_layer=True, family="cam", signed=False,
           cost="K + 2 forwards (K channels of the layer)", reference="wang2020scorecam")
-def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, batch_size: int = 32,
+def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, batch_size: int | None = None,
               weighting: str = "increase", relu: bool = True, upsample: bool = True,
               normalize: bool = False) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): ``sum_k w_k A^k`` with ``w_k`` from masked forward passes, no gradient.
@@ -162,12 +163,11 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
     EfficientNet-Lite0's ``head`` channels on the bundled photos) gives an all-zero mask, so its
     masked image *is* the black image. It is not sent through the model again: its score is the black
     image's, computed once, so its ``"increase"`` weight is exactly 0. That saves those passes and
-    changes no weight. The other masked images run ``batch_size`` at a time. Same arguments and
-    shapes as :func:`grad_cam`.
+    changes no weight. The other masked images run ``batch_size`` at a time (by default
+    :func:`~xai_helpers.core.default_batch_size`). Same arguments and shapes as :func:`grad_cam`.
     """
     check_images(x)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size, x)
     if weighting not in ("increase", "softmax"):
         raise ValueError(f"weighting must be 'increase' or 'softmax', got {weighting!r}")
     size = (x.shape[-2], x.shape[-1])

@@ -15,7 +15,8 @@ Localisation against exact object masks (the synthetic data set has them):
 * :func:`pointing_game` -- a hit when the map's maximum falls inside the mask (optionally within a
   tolerance of it).
 
-The curves send their perturbed images through the model in chunks of :func:`default_batch_size`
+The curves send their perturbed images through the model in chunks of
+:func:`~xai_helpers.core.default_batch_size`
 unless told otherwise: small on a CPU, where a large batch costs more per image.
 
 Stability under model randomisation: :func:`map_similarity` (Spearman rank correlation and SSIM from
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, as_targets, check_images, explaining
+from .core import Target, as_targets, check_batch_size, check_images, explaining
 
 __all__ = [
     "energy_in_mask",
@@ -41,7 +42,6 @@ __all__ = [
     "Curve",
     "baseline_image",
     "perturbation_order",
-    "default_batch_size",
     "perturbation_curve",
     "deletion_curve",
     "insertion_curve",
@@ -143,24 +143,6 @@ def _pixels_per_step(step: int | float, n_pixels: int) -> int:
     return step
 
 
-# On a CPU a forward pass costs more per image once a batch's activations overflow the cache
-# (EfficientNet-Lite0, 224 px, 2 threads: about 25-30 ms an image in batches of 4, 45-55 ms in
-# batches of 8 to 32); a GPU wants large batches.
-CPU_PIXELS_PER_FORWARD = 4 * 224 * 224
-GPU_IMAGES_PER_FORWARD = 64
-
-
-def default_batch_size(x: torch.Tensor) -> int:
-    """Images of ``x [B, C, H, W]``'s size per forward pass when the caller gives none.
-
-    On a CPU, as many as fit in ``CPU_PIXELS_PER_FORWARD`` pixels (4 images of 224 x 224, 196 of
-    32 x 32, 1 of 448 x 448); elsewhere ``GPU_IMAGES_PER_FORWARD`` (64).
-    """
-    if x.device.type == "cpu":
-        return max(1, CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1]))
-    return GPU_IMAGES_PER_FORWARD
-
-
 def _curves(
     model: nn.Module,
     x: torch.Tensor,
@@ -187,10 +169,7 @@ def _curves(
         raise ValueError(f"maps must be [B, H, W] = {[x.shape[0], *x.shape[-2:]]}, got {list(maps.shape)}")
     if score not in ("probability", "logit"):
         raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
-    if batch_size is None:
-        batch_size = default_batch_size(x)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 (or None for default_batch_size), got {batch_size}")
+    batch_size = check_batch_size(batch_size, x)
     if logits is not None and (logits.dim() != 2 or logits.shape[0] != x.shape[0]):
         raise ValueError(f"logits must be the model's output for x, [B, N] with B = {x.shape[0]}, got {list(logits.shape)}")
     n_pixels = maps[0].numel()
@@ -259,7 +238,8 @@ def perturbation_curve(
     :func:`perturbation_order`). ``step`` is a number of pixels per step (int) or a fraction of the
     image (float; the default 1/16 gives 16 steps, 17 points). ``baseline`` is ``"blur"``, a constant
     or a tensor (:func:`baseline_image`). The ``B * (steps + 1)`` perturbed images run in equal
-    chunks of at most ``batch_size`` (by default :func:`default_batch_size`); ``score`` is the target's softmax ``"probability"`` or its
+    chunks of at most ``batch_size`` (by default
+    :func:`~xai_helpers.core.default_batch_size`); ``score`` is the target's softmax ``"probability"`` or its
     ``"logit"``. ``logits [B, N]``, the model's output for ``x`` if the caller has it
     (:class:`OutputOf`), spare one pass.
     """

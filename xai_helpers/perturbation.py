@@ -3,14 +3,15 @@
 :func:`occlusion` (Zeiler & Fergus 2014) slides a window of a constant colour over the image and
 records how much the target score drops; a pixel's attribution is the average drop over all window
 positions that cover it. It needs no gradient, only forward passes (one per window position), which
-run ``batch_size`` occluded images at a time.
+run ``batch_size`` occluded images at a time (by default
+:func:`~xai_helpers.core.default_batch_size`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .core import Target, as_targets, check_images, check_logits, explaining, normalize_maps
+from .core import Target, as_targets, check_batch_size, check_images, check_logits, explaining, normalize_maps
 from .registry import register
 
 __all__ = ["window_positions", "occlusion"]
@@ -39,7 +40,7 @@ def occlusion(
     window: int = 16,
     stride: int = 8,
     baseline: float = 0.5,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     normalize: bool = False,
 ) -> torch.Tensor:
     """Occlusion map ``[B, H, W]``: each pixel's average drop of the target logit over the windows covering it.
@@ -51,8 +52,7 @@ def occlusion(
     each map to [0, 1].
     """
     check_images(x)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size, x)
     height, width = x.shape[-2:]
     rows, cols = window_positions(height, window, stride), window_positions(width, window, stride)
     covered = torch.zeros(len(rows) * len(cols), height, width, dtype=torch.bool, device=x.device)  # [P, H, W]
