@@ -15,9 +15,8 @@ Localisation against exact object masks (the synthetic data set has them):
 * :func:`pointing_game` -- a hit when the map's maximum falls inside the mask (optionally within a
   tolerance of it).
 
-The curves send their perturbed images through the model in chunks of
-:func:`~xai_helpers.core.default_batch_size`
-unless told otherwise: small on a CPU, where a large batch costs more per image.
+Unless told otherwise, the curves send their perturbed images through the model in chunks of
+:func:`~xai_helpers.core.default_batch_size`: small on a CPU, where a large batch costs more per image.
 
 Stability under model randomisation: :func:`map_similarity` (Spearman rank correlation and SSIM from
 :mod:`xai_helpers.sanity`). Cost: :func:`timed` and :func:`fastest_seconds`.
