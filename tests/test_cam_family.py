@@ -264,11 +264,8 @@ def test_without_batch_size_score_cam_runs_default_batch_size_images_a_pass(monk
     model, x = conv_net(), torch.rand(1, 3, 8, 8, dtype=torch.float64)
     reference = score_cam(model, x, 0, "3", batch_size=1)
     monkeypatch.setattr(core, "CPU_PIXELS_PER_FORWARD", 2 * 8 * 8)       # 2 images of 8 x 8 a pass
-    sizes = []
-    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    try:
+    with count_passes(model) as count:
         by_default = score_cam(model, x, 0, "3")
-    finally:
-        handle.remove()
+    sizes = count.forward_batches
     assert max(sizes) == 2 and sizes.count(2) >= 2, sizes
     assert torch.allclose(by_default, reference, atol=1e-12)

@@ -74,3 +74,11 @@ def test_hook_removed_even_after_an_error(model):
 def test_per_image_rejects_zero():
     with pytest.raises(ValueError, match="at least 1"):
         PassCount(3, 3).per_image(0)
+
+
+def test_forward_batches_lists_each_call_in_order(model):
+    with count_passes(model) as count, torch.no_grad():
+        for batch in (3, 1, 2):
+            model(torch.rand(batch, 3, 32, 32))
+    assert count.forward_batches == [3, 1, 2] and count.forward == 6
+    assert count == PassCount(forward=6, backward=0)          # the list does not take part in ==

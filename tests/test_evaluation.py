@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from xai_helpers.cost import count_passes
 from xai_helpers.evaluation import (
     Curve,
     baseline_image,
@@ -110,25 +111,18 @@ def test_batch_size_changes_nothing():
 
 def test_perturbed_images_go_through_the_model_in_equal_chunks_of_at_most_batch_size():
     model, x, perfect = known_setup(3)   # 3 images of 144 pixels; 3 pixels a step: 49 points each
-    sizes = []
-    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    try:
+    with count_passes(model) as count:
         deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=32)
-    finally:
-        handle.remove()
+    sizes = count.forward_batches
     assert sum(sizes) == 3 * 49
     assert sorted(sizes) == [29, 29, 29, 30, 30], sizes      # 147 as 5 chunks, not 4 x 32 + 19
 
 
 def test_without_batch_size_the_curves_use_the_default_and_agree():
     model, x, perfect = known_setup(3)            # 12 x 12 pixels: all 147 images fit in one chunk
-    sizes = []
-    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    try:
+    with count_passes(model) as count:
         auto = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0)
-    finally:
-        handle.remove()
-    assert sizes == [3 * 49]
+    assert count.forward_batches == [3 * 49]
     one_by_one = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=1)
     assert torch.allclose(auto.scores, one_by_one.scores, atol=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
@@ -148,8 +142,6 @@ def test_curves_start_and_end_at_the_image_and_the_baseline():
 
 @pytest.mark.parametrize("step", [0.25, 7])
 def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(step):
-    from xai_helpers.cost import count_passes
-
     model, x, perfect = known_setup(4)
     options = dict(step=step, baseline="blur", batch_size=5)
     with count_passes(model) as separate:
@@ -167,8 +159,6 @@ def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(
 @pytest.mark.parametrize("score", ["probability", "logit"])
 def test_logits_of_the_explanation_spare_the_unperturbed_pass(score):
     from xai_helpers import registry
-    from xai_helpers.cost import count_passes
-
     model, x, perfect = known_setup(3)
     options = dict(step=0.25, baseline=0.0, batch_size=4, score=score)
     expected = deletion_and_insertion(model, x, perfect, [1, 0, 1], **options)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from xai_helpers.cost import count_passes
 from xai_helpers.perturbation import occlusion, window_positions
 
 
@@ -112,11 +113,8 @@ def test_without_batch_size_occlusion_runs_default_batch_size_images_a_pass(monk
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     reference = occlusion(model, x, 0, window=2, stride=1, batch_size=1)
     monkeypatch.setattr(core, "CPU_PIXELS_PER_FORWARD", 3 * 8 * 8)       # 3 images of 8 x 8 a pass
-    sizes = []
-    handle = model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    try:
+    with count_passes(model) as count:
         by_default = occlusion(model, x, 0, window=2, stride=1)
-    finally:
-        handle.remove()
+    sizes = count.forward_batches
     assert sizes[0] == 1 and max(sizes[1:]) == 3 and sum(sizes[1:]) == 49   # the clean image, then 7 x 7 windows
     assert torch.allclose(by_default, reference, atol=1e-12)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,10 +22,15 @@ __all__ = ["PassCount", "count_passes"]
 
 @dataclass
 class PassCount:
-    """Images sent forward through the model, and images whose gradient came back from its output."""
+    """Images sent forward through the model, and images whose gradient came back from its output.
+
+    ``forward_batches`` lists the batch size of each forward call, in order (how the images were
+    chunked); it takes no part in ``==`` or the repr.
+    """
 
     forward: int = 0
     backward: int = 0
+    forward_batches: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def total(self) -> int:
@@ -76,6 +81,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
     def on_forward(_module: nn.Module, inputs: tuple, output: object) -> None:
         batch = _batch_size(inputs) or _batch_size(output)
         count.forward += batch
+        count.forward_batches.append(batch)
         tensors = [t for t in _output_tensors(output) if t.requires_grad]
         if tensors:  # one backward per output, however many tensors it holds
             tensors[0].register_hook(lambda g, b=batch: on_backward(g, b))
