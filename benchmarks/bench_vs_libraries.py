@@ -454,6 +454,9 @@ def run_pair(pair: Pair, settings: dict[tuple[str, int], Setting], batches: Sequ
         except Exception as err:  # noqa: BLE001 -- a peer that cannot even be built is reported, not fatal
             print(f"  {pair.label:<40} b{batch}: peers could not be set up: {type(err).__name__}: {err}")
             peers = {}
+        peer_parts = [part for part in args.peers.split(",") if part]
+        if peer_parts:
+            peers = {name: fn for name, fn in peers.items() if any(part in name for part in peer_parts)}
         if not peers:
             print(f"  {pair.label:<40} b{batch}: skipped (no peer installed or applicable)")
             continue
@@ -500,6 +503,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--only", default="", help="comma-separated registry names (and 'metrics') to run")
+    parser.add_argument("--pairs", default="", help="comma-separated pieces of row labels: run only rows whose "
+                        "label contains one (e.g. 'softmax' for one of the two Score-CAM rows)")
+    parser.add_argument("--peers", default="", help="comma-separated pieces of peer names: time only peers whose "
+                        "name contains one (e.g. 'b4' for the forward-only methods' peers at our batch)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     for module, package in (("captum.attr", "captum"), ("pytorch_grad_cam", "grad-cam"),
@@ -509,6 +516,7 @@ def main() -> None:
     torch.manual_seed(0)
     batches = [int(b) for b in args.batches.split(",")]
     only = {name for name in args.only.split(",") if name}
+    label_parts = [part for part in args.pairs.split(",") if part]
     import torchvision
 
     models = {"lite0": efficientnet_lite0().eval(), "resnet18": torchvision.models.resnet18(weights=None).eval()}
@@ -524,6 +532,8 @@ def main() -> None:
     for pair in PAIRS + METRICS:
         key = "metrics" if pair in METRICS else pair.method
         if only and key not in only:
+            continue
+        if label_parts and not any(part in pair.label for part in label_parts):
             continue
         run_pair(pair, settings, batches, args)
         sys.stdout.flush()
