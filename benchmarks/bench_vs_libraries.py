@@ -454,9 +454,8 @@ def run_pair(pair: Pair, settings: dict[tuple[str, int], Setting], batches: Sequ
         except Exception as err:  # noqa: BLE001 -- a peer that cannot even be built is reported, not fatal
             print(f"  {pair.label:<40} b{batch}: peers could not be set up: {type(err).__name__}: {err}")
             peers = {}
-        peer_parts = [part for part in args.peers.split(",") if part]
-        if peer_parts:
-            peers = {name: fn for name, fn in peers.items() if any(part in name for part in peer_parts)}
+        if args.peer_parts:
+            peers = {name: fn for name, fn in peers.items() if any(part in name for part in args.peer_parts)}
         if not peers:
             print(f"  {pair.label:<40} b{batch}: skipped (no peer installed or applicable)")
             continue
@@ -517,6 +516,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     only = {name for name in args.only.split(",") if name}
     label_parts = [part for part in args.pairs.split(",") if part]
+    args.peer_parts = [part for part in args.peers.split(",") if part]   # read by run_pair
     import torchvision
 
     models = {"lite0": efficientnet_lite0().eval(), "resnet18": torchvision.models.resnet18(weights=None).eval()}
