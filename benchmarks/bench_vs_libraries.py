@@ -505,7 +505,8 @@ def main() -> None:
     parser.add_argument("--pairs", default="", help="comma-separated pieces of row labels: run only rows whose "
                         "label contains one (e.g. 'softmax' for one of the two Score-CAM rows)")
     parser.add_argument("--peers", default="", help="comma-separated pieces of peer names: time only peers whose "
-                        "name contains one (e.g. 'b4' for the forward-only methods' peers at our batch)")
+                        "name contains one (e.g. 'b4': Score-CAM's peers at 4 masked images per forward, "
+                        "captum's occlusion at 4 perturbations of each image per forward)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     for module, package in (("captum.attr", "captum"), ("pytorch_grad_cam", "grad-cam"),

@@ -165,10 +165,12 @@ def test_pointing_game_on_shapes_of_random_polarity(shapes, seed):
         assert bootstrap_interval(h).mean < 0.65, name
     model = trained(train, seed)
     light_on_dark = (predict(model, test.images) == test.labels).nonzero()[:, 0]
-    for name in ["gradient_x_input", "integrated_gradients"]:
+    for name in ["gradient_x_input", "integrated_gradients", "grad_cam"]:
         lod = heat(name, model, test.images[light_on_dark], test.labels[light_on_dark], **methods[name])
         lod_hits = pointing_game(lod, test.masks[light_on_dark]).float()
-        assert lod_hits.mean() - hits[name].mean() > 0.15, name
+        assert lod_hits.mean() > 0.6, name
+        if name != "grad_cam":
+            assert lod_hits.mean() - hits[name].mean() > 0.15, name
     assert hits["gradient_x_input"][lighter].mean() - hits["gradient_x_input"][~lighter].mean() > 0.05
     on_lighter, on_darker = bootstrap_interval(hits["guided_backprop"][lighter]), bootstrap_interval(hits["guided_backprop"][~lighter])
     assert abs(on_lighter.mean - on_darker.mean) > 0.6
