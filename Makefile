@@ -15,8 +15,11 @@ JB := $(BIN)/jupyter-book build $(ROOT)/book --config $(ROOT)/_config.yml --toc 
 export XAI_BOOK_STATIC := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Chapters that explain the same trained SmallCNNs train them once per build and share them here
+# (xai_helpers.training.train_small_cnn); emptied at the start of every run that executes the book.
+export XAI_MODEL_CACHE := $(ROOT)/_build/models
 
-.PHONY: venv book pdf latex-tools test test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
+.PHONY: venv book pdf latex-tools test test-robustness test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -52,6 +55,7 @@ $(MATHJAX):
 	rm -rf $(ROOT)/_build/mathjax-pack
 
 book: $(STAMP) $(MATHJAX)
+	rm -rf $(XAI_MODEL_CACHE)
 	$(JB) -n -W --keep-going
 	@echo "The book is at $(ROOT)/_build/html/index.html"
 
@@ -63,13 +67,15 @@ book: $(STAMP) $(MATHJAX)
 PDF_BUILD := $(JB) --builder pdflatex --all -n -W --keep-going
 pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
+	rm -rf $(XAI_MODEL_CACHE)
 	$(PDF_BUILD)
 	@echo "The PDF is at $(ROOT)/_build/latex/explaining-cnns.pdf"
 
-# make test builds the website and then the PDF from one execution of the book: test-book executes
-# every chapter into this jupyter-cache folder (emptied first), test-pdf reuses its outputs. The folder
-# carries a fingerprint of xai_helpers and the requirements, and is emptied when they change
-# (book/_ext/xai_book_execution.py), so test-pdf run alone never shows outputs of other code.
+# make test executes the book once: test-notebooks runs every chapter under nbval, and the plugin
+# book/_ext/xai_nbval_cache.py stores each chapter that passed in this jupyter-cache folder (emptied
+# first); test-book and test-pdf build the website and the PDF from it. The folder carries a
+# fingerprint of xai_helpers and the requirements, and is emptied when they change
+# (book/_ext/xai_book_execution.py), so a build never shows outputs of other code.
 EXECUTION_CACHE := $(ROOT)/_build/.execution_cache
 
 # XeLaTeX, latexmk, the fonts (GNU FreeFont for text, DejaVu Sans Mono for code) and poppler-utils
@@ -102,15 +108,17 @@ test-wheel: $(STAMP)
 test-api: $(STAMP)
 	$(BIN)/python -m pytest tests/docs -q -p no:cacheprovider
 
-# nbval collects .ipynb only: convert the MyST chapters into a scratch folder first.
+# nbval collects .ipynb only: convert the MyST chapters into a scratch folder first. Each chapter
+# that passes is stored for test-book and test-pdf (see EXECUTION_CACHE above).
 test-notebooks: $(STAMP)
-	rm -rf $(NOTEBOOKS) && mkdir -p $(NOTEBOOKS)
+	rm -rf $(NOTEBOOKS) $(EXECUTION_CACHE) $(XAI_MODEL_CACHE) && mkdir -p $(NOTEBOOKS)
 	for f in $$(grep -l '^jupytext:' book/*.md); do \
 	  $(BIN)/jupytext --quiet --to ipynb --output $(NOTEBOOKS)/$$(basename $${f%.md}).ipynb $$f; done
-	cd $(NOTEBOOKS) && $(ROOT)/$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider -q .
+	cd $(NOTEBOOKS) && XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) PYTHONPATH=$(ROOT)/book/_ext \
+	  $(ROOT)/$(BIN)/python -m pytest --nbval-lax -p xai_nbval_cache -p no:cacheprovider -q .
 
+# The strict website build, from test-notebooks' execution (a chapter missing from it is executed here).
 test-book: $(STAMP) $(MATHJAX)
-	rm -rf $(EXECUTION_CACHE)
 	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(JB) -n -W --keep-going
 
 # The PDF, built as make pdf does but from test-book's execution (EXECUTION_CACHE), then read back:
@@ -147,6 +155,14 @@ notebooks: $(STAMP)
 	for f in book/[0-9][0-9]_*.md; do \
 	  $(BIN)/jupytext --quiet --update --to ipynb --output $${f%.md}.ipynb $$f; done
 	for nb in book/[0-9][0-9]_*.ipynb; do [ -f "$${nb%.ipynb}.md" ] || rm -v "$$nb"; done
+
+# The robustness sweep (tests/robustness/sweep.py): every trained-model finding of the book over
+# training seeds 0-9 under five numerical settings, with the worst margin of each claim. Hours on
+# two cores, so not part of `make test`; run it before changing a chapter that trains models.
+# ROBUSTNESS_ARGS=... passes options (--seeds, --settings, --only).
+test-robustness: $(STAMP)
+	rm -f $(ROOT)/_build/robustness.jsonl
+	env -u XAI_MODEL_CACHE $(BIN)/python tests/robustness/sweep.py --out $(ROOT)/_build/robustness.jsonl $(ROBUSTNESS_ARGS)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done

@@ -138,3 +138,24 @@ def test_every_method_on_torchvision_architectures(arch):
     # guided backprop and deconvnet are never the plain gradient under another name
     assert not close(results["guided_backprop"], gradient, 1e-2), arch
     assert not close(results["deconvnet"], gradient, 1e-2), arch
+
+
+def test_heatmap_method_binds_options_and_matches_attribute():
+    from xai_helpers.models import SmallCNN
+
+    torch.manual_seed(0)
+    model, x = SmallCNN(num_classes=3, width=4).eval(), torch.rand(2, 3, 16, 16)
+    bound = registry.heatmap_method("grad_cam", layer="relu2")
+    expected = registry.attribute("grad_cam", model, x, [0, 2], layer="relu2", heatmap=True)
+    assert torch.equal(bound(model, x, [0, 2]), expected)
+    with pytest.raises(KeyError, match="no attribution method"):
+        registry.heatmap_method("grad_kam")
+
+
+def test_heatmap_methods_covers_the_registry_and_asks_for_a_layer():
+    every = registry.heatmap_methods(layer="relu3", exclude=("deconvnet",))
+    assert list(every) == [m.title for m in registry.methods() if m.name != "deconvnet"]
+    with pytest.raises(TypeError, match="needs a layer"):
+        registry.heatmap_methods()
+    with pytest.raises(KeyError, match="unknown methods"):
+        registry.heatmap_methods({"grad_kam": {}}, layer="relu3")

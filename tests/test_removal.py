@@ -81,7 +81,7 @@ def test_remove_and_retrain_detects_a_leaking_mask():
         bar[i, 1:7, (1 if labels[i] == 0 else 5) : (3 if labels[i] == 0 else 7)] = True
     images[bar[:, None]] = 1.0
     linear = lambda c: nn.Sequential(nn.Flatten(), nn.Linear(c * 64, 2))   # noqa: E731
-    options = dict(epochs=30, lr=0.05, batch_size=20, seed=0)
+    options = dict(epochs=30, lr=0.05, minibatch_size=20, seed=0)
     split = slice(0, 150), slice(150, None)
     args = lambda maps: (images[split[0]], labels[split[0]], maps[split[0]], images[split[1]], labels[split[1]], maps[split[1]])  # noqa: E731
     exact = remove_and_retrain(linear, *args(bar.float()), 12 / 64, **options)

@@ -298,32 +298,47 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
 class SmallCNN(nn.Module):
     """A three-layer conv net ending in global average pooling and one linear layer.
 
-    Because it ends in GAP + linear, Grad-CAM at ``relu3`` (the input of the pooling) equals CAM
-    exactly, which the tests use; at ``conv3``, before the ReLU, it does not. Named layers: ``conv1``, ``relu1``, ``pool1``, ``conv2``, ``relu2``, ``pool2``,
-    ``conv3``, ``relu3``, ``gap``, ``fc``.
+    Each convolution is followed by batch norm (``norm=True``, the default) and a ReLU; the first two
+    by 2x2 max pooling. Batch norm makes training converge on every seed and machine (without it,
+    some runs of the book's recipes stall near chance); in eval mode it is a fixed per-channel affine
+    map, which relevance propagation folds into the convolution. ``norm=False`` gives the plain
+    variant, convolution then ReLU, for closed-form checks.
 
-    Input ``[B, C, H, W]`` in [0, 1]; output ``[B, num_classes]`` logits. With 64x64 inputs the
-    last feature maps are 16x16.
+    Because it ends in GAP + linear, Grad-CAM at ``relu3`` (the input of the pooling) equals CAM
+    exactly, which the tests use; at ``conv3``, before the ReLU, it does not. Named layers, in order:
+    ``conv1``, ``bn1``, ``relu1``, ``pool1``, ``conv2``, ``bn2``, ``relu2``, ``pool2``, ``conv3``,
+    ``bn3``, ``relu3``, ``gap``, ``fc`` (the ``bn`` layers are ``nn.Identity`` when ``norm=False``).
+
+    Input ``[B, C, H, W]`` in [0, 1]; output ``[B, num_classes]`` logits. With 32x32 inputs the
+    last feature maps are 8x8.
     """
 
-    def __init__(self, num_classes: int = 3, in_channels: int = 3, width: int = 16):
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, width: int = 16, norm: bool = True):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
+        widths = (width, 2 * width, 4 * width)
+
+        def bn(c: int) -> nn.Module:
+            return nn.BatchNorm2d(c) if norm else nn.Identity()
+
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.bn1 = bn(widths[0])
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, padding=1)
+        self.bn2 = bn(widths[1])
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
-        self.conv3 = nn.Conv2d(2 * width, 4 * width, 3, padding=1)
+        self.conv3 = nn.Conv2d(widths[1], widths[2], 3, padding=1)
+        self.bn3 = bn(widths[2])
         self.relu3 = nn.ReLU()
         self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * width, num_classes)
+        self.fc = nn.Linear(widths[2], num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> ``[B, 4*width, H/4, W/4]``."""
-        x = self.pool1(self.relu1(self.conv1(x - 0.5)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        return self.relu3(self.conv3(x))
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x - 0.5))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        return self.relu3(self.bn3(self.conv3(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> logits ``[B, num_classes]``."""

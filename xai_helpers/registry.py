@@ -40,7 +40,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["Method", "FAMILIES", "METHOD_MODULES", "register", "methods", "get", "attribute", "check_contract"]
+__all__ = ["Method", "FAMILIES", "METHOD_MODULES", "register", "methods", "get", "attribute", "check_contract",
+           "heatmap_method", "heatmap_methods"]
 
 Space = Literal["input", "map"]
 
@@ -155,3 +156,43 @@ def attribute(
         raise TypeError(f"{name} takes no layer (it explains the input directly); drop layer={layer!r}")
     result = check_contract(method, x, method.function(model, x, target, **options))
     return to_heatmap(result) if heatmap else result
+
+
+HeatmapMethod = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
+
+
+def heatmap_method(name: str, **options: Any) -> HeatmapMethod:
+    """The method registered as ``name`` with its ``options`` bound, as ``(model, x, target) -> [B, H, W]``
+    heatmaps in ``[0, 1]`` (:func:`attribute` with ``heatmap=True``): the form that metrics, sanity checks
+    and comparison tables take. ``layer`` is one of the options, for the methods that need one."""
+    method = get(name)                               # an unknown name fails here, not at the first call
+
+    def heatmap(model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
+        return attribute(method.name, model, x, target, heatmap=True, **options)
+
+    heatmap.__name__ = heatmap.__qualname__ = f"{name}_heatmap"
+    return heatmap
+
+
+def heatmap_methods(
+    options: dict[str, dict[str, Any]] | None = None, *, layer: nn.Module | str | None = None,
+    exclude: tuple[str, ...] = (),
+) -> dict[str, HeatmapMethod]:
+    """``{title: heatmap_method(name, **options)}`` for every registered method not in ``exclude``,
+    in the order of :func:`methods`. ``options[name]`` overrides a method's options; a method that
+    needs a layer and has none there gets ``layer``."""
+    options = options or {}
+    unknown = set(options) - {m.name for m in methods()}
+    if unknown:
+        raise KeyError(f"options for unknown methods {sorted(unknown)}; known: {', '.join(m.name for m in methods())}")
+    chosen = {}
+    for method in methods():
+        if method.name in exclude:
+            continue
+        settings = dict(options.get(method.name, {}))
+        if method.needs_layer and "layer" not in settings:
+            if layer is None:
+                raise TypeError(f"{method.name} needs a layer: pass layer=... or options[{method.name!r}]['layer']")
+            settings["layer"] = layer
+        chosen[method.title] = heatmap_method(method.name, **settings)
+    return chosen

@@ -1,11 +1,13 @@
-"""One execution of the book for two builds: `make test` builds the website and the PDF from it.
+"""One execution of the book for every check: `make test` runs each chapter once, under nbval.
 
 `make book` and `make pdf` each execute every chapter (``execute_notebooks: force`` in _config.yml),
-so that nothing they show can be stale. `make test` builds both from the same checkout, one after the
-other, and a second execution of the whole book (about 13 min on the 2-core machine) would repeat the
-first one's work. When the environment variable ``XAI_BOOK_EXECUTION_CACHE`` names a folder, this
-extension switches myst-nb to its jupyter-cache mode with that folder: the first build executes and
-stores every chapter, the next one reuses the stored outputs.
+so that nothing they show can be stale. `make test` runs every chapter under nbval, then builds the
+website and the PDF from the same checkout; executing the whole book again for each build (about
+13 min each on the 2-core machine) would repeat nbval's work. So nbval's run stores each chapter it
+executed without an error in a jupyter-cache folder (the pytest plugin ``xai_nbval_cache`` beside
+this file), and when the environment variable ``XAI_BOOK_EXECUTION_CACHE`` names that folder, this
+extension switches myst-nb to its jupyter-cache mode with it: the builds reuse the stored outputs,
+and execute a chapter themselves only where none is stored.
 
 jupyter-cache matches a notebook by its code cells only, so a change in ``xai_helpers``, in the
 bundled data or in the requirements would not invalidate it. The folder therefore carries a
@@ -40,10 +42,8 @@ def fingerprint(root: Path = _REPOSITORY) -> str:
     return digest.hexdigest()
 
 
-def use_shared_execution(app, config) -> None:
-    folder = os.environ.get(ENVIRONMENT_VARIABLE, "")
-    if not folder:
-        return
+def prepare_cache(folder: str | Path) -> Path:
+    """The cache folder, emptied first when it holds outputs of another version of the package."""
     cache = Path(folder).resolve()
     stamp = cache / FINGERPRINT_FILE
     current = fingerprint()
@@ -51,6 +51,14 @@ def use_shared_execution(app, config) -> None:
         shutil.rmtree(cache, ignore_errors=True)  # outputs of another version of the package
         cache.mkdir(parents=True)
         stamp.write_text(current + "\n")
+    return cache
+
+
+def use_shared_execution(app, config) -> None:
+    folder = os.environ.get(ENVIRONMENT_VARIABLE, "")
+    if not folder:
+        return
+    cache = prepare_cache(folder)
     config.nb_execution_mode = "cache"
     config.nb_execution_cache_path = str(cache)
 

@@ -1,0 +1,419 @@
+"""The book's trained-model findings, each as a function of one seed, for the robustness sweep.
+
+A finding returns its claims: ``{claim: above(value, bar)}`` or ``below(...)``, with the value measured
+on the model(s) trained with that seed and the bar that the chapter asserts for every model it
+trains. :mod:`sweep` runs every finding over seeds and numerical settings and reports the worst
+margin of each claim; a claim belongs in a chapter only where its worst margin is positive.
+"""
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from xai_helpers import registry
+from xai_helpers.benchmarks import DisconnectedGrid, shape_grids, shape_set
+from xai_helpers.core import normalize_maps
+from xai_helpers.data import make_shapes
+from xai_helpers.evaluation import energy_in_mask, pointing_game
+from xai_helpers.models import SmallCNN
+from xai_helpers.removal import fill_with_mean, noisy_linear_imputation, remove_and_retrain, top_fraction_masks
+from xai_helpers.sanity import spearman_rank_correlation
+from xai_helpers.stats import bootstrap_interval, paired_difference_interval
+from xai_helpers.training import accuracy, predict, train_classifier, train_small_cnn
+
+Claims = dict[str, dict[str, float | str]]
+FINDINGS: dict[str, Callable[[int], Claims]] = {}
+
+
+def finding(name: str) -> Callable[[Callable[[int], Claims]], Callable[[int], Claims]]:
+    def register(fn: Callable[[int], Claims]) -> Callable[[int], Claims]:
+        FINDINGS[name] = fn
+        return fn
+    return register
+
+
+def above(value: float, bar: float) -> dict[str, float | str]:
+    return {"value": float(value), "bar": bar, "op": ">", "margin": float(value) - bar}
+
+
+def below(value: float, bar: float) -> dict[str, float | str]:
+    return {"value": float(value), "bar": bar, "op": "<", "margin": bar - float(value)}
+
+
+def run_findings(only: str, seeds: list[int]) -> None:
+    wanted = [w for w in only.split(",") if w]
+    for name, fn in FINDINGS.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
+        for seed in seeds:
+            start = time.perf_counter()
+            claims = fn(seed)
+            print(json.dumps({"finding": name, "seed": seed, "claims": claims,
+                              "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+
+
+# ----------------------------------------------------------------------------- data, made once per process
+@lru_cache(maxsize=None)
+def shapes():
+    """Chapters 13 and 14: light objects on darker backgrounds."""
+    return make_shapes(3000, size=32, seed=1), make_shapes(600, size=32, seed=2)
+
+
+@lru_cache(maxsize=None)
+def polarity_shapes():
+    """Chapter 14: the object lighter in half of the images, darker in the other half."""
+    return shape_set(3000, seed=1, size=32), shape_set(400, seed=2, size=32)
+
+
+@lru_cache(maxsize=None)
+def cue_shapes():
+    """Chapter 9: a background colour that goes with the class, and test sets with and without it."""
+    return (make_shapes(3000, size=32, seed=0, spurious_cue=True), make_shapes(3000, size=32, seed=3),
+            make_shapes(600, size=32, seed=1, spurious_cue=True), make_shapes(600, size=32, seed=2))
+
+
+# ----------------------------------------------------------------------------- 1. training converges
+@lru_cache(maxsize=None)
+def shapes_model_of(seed: int):
+    train, _ = shapes()
+    return train_small_cnn(train.images, train.labels, seed=seed)
+
+
+@lru_cache(maxsize=None)
+def polarity_model_of(seed: int):
+    train, _ = polarity_shapes()
+    return train_small_cnn(train.images, train.labels, seed=seed, epochs=30)
+
+
+@finding("recipe: shapes model (13, 14)")
+def shapes_model(seed: int) -> Claims:
+    _, test = shapes()
+    return {"test accuracy": above(accuracy(shapes_model_of(seed), test.images, test.labels), 0.9)}
+
+
+@finding("recipe: random-polarity model (14)")
+def polarity_model(seed: int) -> Claims:
+    _, test = polarity_shapes()
+    return {"test accuracy": above(accuracy(polarity_model_of(seed), test.images, test.labels), 0.85)}
+
+
+@finding("recipe: shortcut and clean models (9)")
+def cue_models(seed: int) -> Claims:
+    cued_train, clean_train, cued_test, clean_test = cue_shapes()
+    cued = train_small_cnn(cued_train.images, cued_train.labels, seed=seed)
+    clean = train_small_cnn(clean_train.images, clean_train.labels, seed=seed)
+    return {"cued model, test with cue": above(accuracy(cued, cued_test.images, cued_test.labels), 0.98),
+            "cued model, test without cue": below(accuracy(cued, clean_test.images, clean_test.labels), 0.45),
+            "clean model, test without cue": above(accuracy(clean, clean_test.images, clean_test.labels), 0.9),
+            "clean model, test with cue": above(accuracy(clean, cued_test.images, cued_test.labels), 0.9)}
+
+
+@finding("recipe: memoriser (14)")
+def memoriser(seed: int) -> Claims:
+    train, test = shapes()
+    shuffled = train.labels[:96][torch.randperm(96, generator=torch.Generator().manual_seed(100 + seed))]
+    torch.manual_seed(seed)
+    model = SmallCNN(num_classes=3)
+    epochs = len(train_classifier(model, train.images[:96], shuffled, epochs=400, seed=seed, stop_at_accuracy=1.0))
+    return {"memorised fraction": above(accuracy(model, train.images[:96], shuffled), 0.999),
+            "epochs needed (of 400)": below(epochs, 400),
+            "test accuracy": below((predict(model, test.images) == test.labels).float().mean(), 0.5)}
+
+
+# ----------------------------------------------------------------------------- 2. chapter 14's findings
+PIXEL = {"saliency": {}, "guided_backprop": {}, "gradient_x_input": {},
+         "integrated_gradients": dict(steps=16, baseline=0.5, batch_size=256)}
+
+
+def heat(name, net, x, target, **options):
+    return registry.attribute(name, net, x, target, heatmap=True, **options)
+
+
+@finding("14: DiFull and the grid pointing game")
+def difull(seed: int) -> Claims:
+    _, test = shapes()
+    model = shapes_model_of(seed)
+    grids = shape_grids(test, 36, seed=0)
+    grid_of, cell_of = torch.nonzero(grids.classes >= 0, as_tuple=True)
+    x, classes, masks = grids.images[grid_of], grids.classes[grid_of, cell_of], grids.masks[grid_of, cell_of]
+    disconnected = DisconnectedGrid(model).eval()
+    cell_targets = cell_of * 3 + classes
+    score = lambda maps: bootstrap_interval(energy_in_mask(maps, masks), groups=grid_of)  # noqa: E731
+    claims: Claims = {}
+    for name, options in PIXEL.items():
+        claims[f"DiFull {name} low"] = above(score(heat(name, disconnected, x, cell_targets, **options)).low, 0.99)
+    for layer in ["relu1", "relu2", "relu3"]:
+        claims[f"DiFull layer_cam {layer} low"] = above(score(heat("layer_cam", disconnected, x, cell_targets, layer="model." + layer)).low, 0.95)
+        claims[f"DiFull grad_cam {layer} high"] = below(score(heat("grad_cam", disconnected, x, cell_targets, layer="model." + layer)).high, 0.75)
+    connected = {f"{name} input": heat(name, model, x, classes, **options) for name, options in PIXEL.items()}
+    connected |= {f"layer_cam {layer}": heat("layer_cam", model, x, classes, layer=layer) for layer in ["relu1", "relu2", "relu3"]}
+    deep = heat("grad_cam", model, x, classes, layer="relu3")
+    shallow = heat("grad_cam", model, x, classes, layer="relu1")
+    claims["GridPG grad_cam relu3 - relu1 low"] = above(
+        bootstrap_interval(energy_in_mask(deep, masks) - energy_in_mask(shallow, masks), groups=grid_of).low, 0.1)
+    for name, maps in connected.items():
+        claims[f"GridPG {name} high"] = below(score(maps).high, 0.5)
+    others = max(score(m).high for m in [*connected.values(), shallow, heat("grad_cam", model, x, classes, layer="relu2")])
+    claims["GridPG grad_cam relu3 low - best other high"] = above(score(deep).low - others, 0.0)
+    return claims
+
+
+@lru_cache(maxsize=None)
+def memoriser_and_yardstick(seed: int, n: int = 96):
+    """The memoriser (permuted labels) and the yardstick (true labels) on the same n images, same rule."""
+    train, _ = shapes()
+    shuffled = train.labels[:n][torch.randperm(n, generator=torch.Generator().manual_seed(100 + seed))]
+    nets = []
+    for labels, start in [(shuffled, seed), (train.labels[:n], seed + 10)]:
+        torch.manual_seed(start)
+        net = SmallCNN(num_classes=3)
+        train_classifier(net, train.images[:n], labels, epochs=400, seed=start, stop_at_accuracy=1.0)
+        nets.append(net)
+    return shuffled, nets[0], nets[1]
+
+
+@finding("14: data randomisation")
+def data_randomisation(seed: int) -> Claims:
+    train, test = shapes()
+    model = shapes_model_of(seed)
+    shuffled, memoriser, yardstick = memoriser_and_yardstick(seed)
+    claims: Claims = {
+        "memoriser memorises": above(accuracy(memoriser, train.images[:96], shuffled), 0.999),
+        "yardstick fits its 96": above(accuracy(yardstick, train.images[:96], train.labels[:96]), 0.999),
+        "memoriser test accuracy high": below(bootstrap_interval((predict(memoriser, test.images) == test.labels).float()).high, 0.5),
+    }
+    probe, labels = test.images[:100], test.labels[:100]
+    grey = F.pad(probe.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+    sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    edges = (F.conv2d(grey, sobel[None, None]) ** 2 + F.conv2d(grey, sobel.T[None, None]) ** 2).sqrt()[:, 0]
+    effect = {}
+    for name, options in [*PIXEL.items(), ("grad_cam", dict(layer="relu3"))]:
+        true_maps, memorised = heat(name, model, probe, labels, **options), heat(name, memoriser, probe, labels, **options)
+        similarity = spearman_rank_correlation(true_maps, memorised)
+        unchanged = spearman_rank_correlation(true_maps, heat(name, yardstick, probe, labels, **options))
+        effect[name] = paired_difference_interval(unchanged, similarity)
+        claims[f"label effect {name} low"] = above(effect[name].low, 0.0)
+        claims[f"label effect {name} mean"] = above(effect[name].mean, 0.0)
+        claims[f"similarity {name} mean"] = above(bootstrap_interval(similarity).mean, 0.3)
+        claims[f"memoriser vs edges {name} low"] = above(bootstrap_interval(spearman_rank_correlation(memorised, edges)).low, 0.0)
+    pixel = list(PIXEL)
+    claims["grad_cam effect low - pixel highs"] = above(effect["grad_cam"].low - max(effect[n].high for n in pixel), 0.0)
+    claims["grad_cam effect / pixel means"] = above(effect["grad_cam"].mean / max(effect[n].mean for n in pixel), 2.0)
+    return claims
+
+
+
+@finding("14: remove and retrain")
+def roar(seed: int) -> Claims:
+    train, test = shapes()
+    model = shapes_model_of(seed)
+    x, y = train.images[:2000], train.labels[:2000]
+    mean = x.mean(dim=(0, 2, 3))
+
+    def importance(name, images, labels):
+        if name == "random":
+            return torch.zeros(images.shape[0], 32, 32)
+        options = dict(layer="relu3") if name == "grad_cam" else {}
+        return torch.cat([heat(name, model, images[i:i + 500], labels[i:i + 500], **options) for i in range(0, len(images), 500)])
+
+    roar_result, nli, claims = {}, {}, {}
+    for name in ["random", "saliency", "grad_cam"]:
+        test_maps = importance(name, test.images, test.labels)
+        removed = top_fraction_masks(test_maps, 0.3, seed=seed)
+        nli[name] = (predict(model, noisy_linear_imputation(test.images, removed, seed=seed)) == test.labels).float()
+        if name == "random":
+            mean_fill = (predict(model, fill_with_mean(test.images, removed, mean)) == test.labels).float()
+            claims["mean fill, random removal, high"] = below(bootstrap_interval(mean_fill).high, 0.5)
+        if name != "saliency":
+            roar_result[name] = remove_and_retrain(lambda c: SmallCNN(num_classes=3, in_channels=c), x, y, importance(name, x, y),
+                                                   test.images, test.labels, test_maps, 0.3, mask_train_size=1000, seed=seed)
+    claims["mask-only grad_cam low"] = above(bootstrap_interval(roar_result["grad_cam"].mask_only.float()).low, 0.6)
+    claims["mask-only random high"] = below(bootstrap_interval(roar_result["random"].mask_only.float()).high, 0.45)
+    claims["mask-only grad_cam - random low"] = above(paired_difference_interval(
+        roar_result["grad_cam"].mask_only.float(), roar_result["random"].mask_only.float()).low, 0.25)
+    gap = paired_difference_interval(roar_result["grad_cam"].retrained.float(), roar_result["random"].retrained.float())
+    claims["retrained grad_cam - random low"] = above(gap.low, -0.05)
+    claims["retrained grad_cam - random mean"] = above(gap.mean, 0.0)
+    claims["ROAD fill, random removal, low"] = above(bootstrap_interval(nli["random"]).low, 0.65)
+    for name in ["saliency", "grad_cam"]:
+        claims[f"ROAD random - {name} low"] = above(paired_difference_interval(nli["random"], nli[name]).low, 0.2)
+    return claims
+
+
+@finding("14: random polarity")
+def polarity(seed: int) -> Claims:
+    train, test = shapes()
+    p_train, p_test = polarity_shapes()
+    balanced = polarity_model_of(seed)
+    correct = predict(balanced, p_test.images) == p_test.labels
+    claims: Claims = {"accuracy low": above(bootstrap_interval(correct.float()).low, 0.75)}
+    kept = correct.nonzero()[:, 0]
+    x, y, masks = p_test.images[kept], p_test.labels[kept], p_test.masks[kept]
+    lighter = p_test.object_lighter[kept]
+    methods = PIXEL | {"smoothgrad": dict(n_samples=16, seed=0), "grad_cam": dict(layer="relu3")}
+    maps = {name: heat(name, balanced, x, y, **options) for name, options in methods.items()}
+    hits = {name: pointing_game(m, masks).float() for name, m in maps.items()}
+    brightness, darkness = normalize_maps(x.mean(1)), normalize_maps(1 - x.mean(1))
+    claims["brightness control = lighter"] = above(float(torch.equal(pointing_game(brightness, masks), lighter)), 0.5)
+    for name, h in hits.items():
+        claims[f"strict {name} mean"] = below(h.mean(), 0.65)
+    model = shapes_model_of(seed)
+    light_on_dark = (predict(model, test.images) == test.labels).nonzero()[:, 0]
+    for name in ["gradient_x_input", "integrated_gradients", "grad_cam"]:
+        lod = heat(name, model, test.images[light_on_dark], test.labels[light_on_dark], **methods[name])
+        lod_hits = pointing_game(lod, test.masks[light_on_dark]).float()
+        claims[f"light-on-dark {name} mean"] = above(lod_hits.mean(), 0.6)
+        if name != "grad_cam":
+            claims[f"light-on-dark - random polarity {name}"] = above(lod_hits.mean() - hits[name].mean(), 0.15)
+    claims["gradient_x_input lighter - darker"] = above(hits["gradient_x_input"][lighter].mean() - hits["gradient_x_input"][~lighter].mean(), 0.05)
+    on_lighter, on_darker = bootstrap_interval(hits["guided_backprop"][lighter]), bootstrap_interval(hits["guided_backprop"][~lighter])
+    claims["guided_backprop |lighter - darker|"] = above(abs(on_lighter.mean - on_darker.mean), 0.6)
+    claims["guided_backprop polarity intervals apart"] = above(max(on_lighter.low - on_darker.high, on_darker.low - on_lighter.high), 0.0)
+    control_best = max(bootstrap_interval(pointing_game(c, masks, tolerance=2).float()).high for c in (brightness, darkness))
+    for name, m in maps.items():
+        claims[f"within 2 px {name} low - control"] = above(bootstrap_interval(pointing_game(m, masks, tolerance=2).float()).low - control_best, 0.0)
+    return claims
+
+
+# ----------------------------------------------------------------------------- 3. chapter 13 (evaluation) on shapes
+from xai_helpers import sanity  # noqa: E402
+
+CASCADE = ["fc", ["conv3", "bn3"], ["conv2", "bn2"], ["conv1", "bn1"]]
+
+
+def shape_methods() -> dict[str, Callable]:
+    """Every registered method but deconvnet, as (model, x, target) -> [B, H, W] heatmaps, chapter 13's settings."""
+    options = {"score_cam": dict(layer="relu3", batch_size=4), "occlusion": dict(window=8, stride=4, batch_size=4),
+               "smoothgrad": dict(n_samples=16, seed=0), "integrated_gradients": dict(steps=16, batch_size=16)}
+
+    def of(method):
+        settings = options.get(method.name, {"layer": "relu3"} if method.needs_layer else {})
+        return lambda m, x, t: registry.attribute(method.name, m, x, t, heatmap=True, **settings)
+
+    return {method.name: of(method) for method in registry.methods() if method.name != "deconvnet"}
+
+
+@finding("13: localisation on shapes")
+def localisation(seed: int) -> Claims:
+    _, test = shapes_13()
+    model = shapes_model_of(seed)
+    correct = (predict(model, test.images) == test.labels).nonzero()[:, 0][:96]
+    x, y, masks = test.images[correct], test.labels[correct], test.masks[correct]
+    methods = shape_methods()
+    maps = {name: method(model, x, y) for name, method in methods.items()}
+    maps["brightness"] = normalize_maps(x.mean(1))
+    hits = {name: pointing_game(m, masks).float() for name, m in maps.items()}
+    shares = {name: energy_in_mask(m, masks) for name, m in maps.items()}
+    claims: Claims = {"brightness pointing": above(hits["brightness"].mean(), 0.9)}
+    claims["brightness pointing - best method"] = above(hits["brightness"].mean() - max(h.mean() for n, h in hits.items() if n != "brightness"), -1e-9)
+    blank = {name: int((m.flatten(1).amax(1) == 0).sum()) for name, m in maps.items()}
+    claims["score_cam blank maps"] = above(blank["score_cam"], 9.5)
+    for c in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam"]:
+        claims[f"{c} blank maps"] = below(blank[c], 0.5)
+    for other in ["grad_cam", "guided_backprop"]:
+        gain = paired_difference_interval(shares["guided_grad_cam"], shares[other])
+        claims[f"energy guided_grad_cam - {other} low"] = above(gain.low, 0.0)
+    claims["energy guided_grad_cam - grad_cam low (0.1)"] = above(paired_difference_interval(shares["guided_grad_cam"], shares["grad_cam"]).low, 0.1)
+    # Exercise 4: a tolerance of 4 pixels.
+    tolerant = {name: pointing_game(m, masks, tolerance=4).float().mean() for name, m in maps.items()}
+    gain = {name: float(tolerant[name] - hits[name].mean()) for name in maps}
+    ranked = sorted((n for n in gain if n != "brightness"), key=gain.get, reverse=True)
+    claims["saliency gain rank (top 2)"] = below(ranked.index("saliency"), 1.5)
+    claims["saliency gain"] = above(gain["saliency"], 0.3)
+    claims["saliency strict pointing"] = below(hits["saliency"].mean(), 0.65)
+    claims["saliency tolerant"] = above(tolerant["saliency"], 0.88)
+    for c in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam", "guided_backprop", "guided_grad_cam"]:
+        claims[f"{c} tolerant"] = above(tolerant[c], 0.95)
+    claims["IG strict pointing"] = above(hits["integrated_gradients"].mean(), 0.7)
+    claims["IG gain"] = below(gain["integrated_gradients"], 0.15)
+    claims["saliency gain - IG gain"] = above(gain["saliency"] - gain["integrated_gradients"], 0.25)
+    claims["saliency gain - score_cam gain"] = above(gain["saliency"] - gain["score_cam"], 0.15)
+    claims["score_cam tolerant"] = below(tolerant["score_cam"], 0.8)
+    # Randomisation, top-down cascade: Spearman after the top step (fc) and after all four.
+    result = sanity.model_randomization_test(model, x[:16], y[:16], methods, CASCADE, seed=0)
+    for name, rho in result.spearman.items():
+        claims[f"spearman after fc: {name}"] = below(rho[1].mean(), 2.0)        # recorded, no bar yet
+        claims[f"spearman after all: {name}"] = below(rho[-1].mean(), 2.0)
+    return claims
+
+
+@lru_cache(maxsize=None)
+def shapes_13():
+    return make_shapes(3000, size=32, seed=1), make_shapes(400, size=32, seed=2)
+
+
+@finding("13: a planted cue (exercise 5)")
+def cued(seed: int) -> Claims:
+    train, test = shapes_13()
+    cued_train, cued_test = make_shapes(3000, size=32, seed=1, spurious_cue=True), make_shapes(400, size=32, seed=2, spurious_cue=True)
+    net = train_small_cnn(cued_train.images, cued_train.labels, seed=seed)
+    claims: Claims = {"cued accuracy": above(accuracy(net, cued_test.images, cued_test.labels), 0.95),
+                      "clean accuracy": below(accuracy(net, test.images, test.labels), 0.45)}
+    right = (predict(net, cued_test.images) == cued_test.labels).nonzero()[:, 0][:96]
+    masks = cued_test.masks[right]
+    share = float(masks.float().mean())
+    for name, method in shape_methods().items():
+        e = float(energy_in_mask(method(net, cued_test.images[right], cued_test.labels[right]), masks).mean())
+        claims[f"energy / object share: {name}"] = below(e / share, 1.75)
+    return claims
+
+
+# ----------------------------------------------------------------------------- 4. chapter 9
+@finding("9: the shortcut and its fix")
+def shortcut(seed: int) -> Claims:
+    cued_train, clean_train, cued_test, clean_test = cue_shapes()
+    partly_train = make_shapes(3000, size=32, seed=0, spurious_cue=True, cue_strength=0.8)
+    object_share = float(clean_test.masks.float().mean())
+    result = {}
+    for name, data in [("biased", cued_train), ("fixed", clean_train), ("partly", partly_train)]:
+        net = train_small_cnn(data.images, data.labels, seed=seed)
+        predicted = predict(net, clean_test.images)
+        maps = registry.attribute("grad_cam", net, clean_test.images, predicted, layer="relu3")
+        result[name] = dict(cued=accuracy(net, cued_test.images, cued_test.labels),
+                            clean=accuracy(net, clean_test.images, clean_test.labels),
+                            energy=float(energy_in_mask(maps, clean_test.masks).mean()),
+                            peak=float(pointing_game(maps, clean_test.masks).float().mean()))
+    b, f, p = result["biased"], result["fixed"], result["partly"]
+    return {"biased: with cue": above(b["cued"], 0.98), "biased: without cue": below(b["clean"], 0.45),
+            "biased: energy / object share": below(b["energy"] / object_share, 1.0),
+            "fixed: without cue": above(f["clean"], 0.9), "fixed: with cue": above(f["cued"], 0.9),
+            "fixed / biased energy": above(f["energy"] / b["energy"], 2.0),
+            "fixed energy / object share": above(f["energy"] / object_share, 2.0),
+            "fixed - biased peak": above(f["peak"] - b["peak"], 0.3),
+            "partly: with cue": above(p["cued"], 0.95), "partly: without cue": above(p["clean"], 0.8),
+            "partly energy / object share": above(p["energy"] / object_share, 2.5),
+            "partly / biased energy": above(p["energy"] / b["energy"], 2.0)}
+
+
+# ----------------------------------------------------------------------------- 5. the reader's own CNN (exercise 4)
+class MyCNN(torch.nn.Module):
+    """The reader's CNN of the chapter on explaining your own CNN (the same layers)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@finding("16: the reader's CNN on shapes (exercise 4)")
+def my_cnn(seed: int) -> Claims:
+    from xai_helpers.models import Normalize
+
+    train, test = make_shapes(1000, size=32, seed=0), make_shapes(300, size=32, seed=1)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), MyCNN(num_classes=3))
+    train_classifier(model, train.images, train.labels, epochs=12, seed=seed)
+    maps = registry.attribute("grad_cam", model, test.images, predict(model, test.images), layer="1.features")
+    return {"accuracy": above(accuracy(model, test.images, test.labels), 0.5),
+            "energy on the object": above(energy_in_mask(maps, test.masks).mean(), 0.5),
+            "peak on the object": above(pointing_game(maps, test.masks).float().mean(), 0.9)}

@@ -1,0 +1,108 @@
+"""The robustness sweep: every trained-model finding of the book, over seeds and numerical settings.
+
+A finding that depends on training or on random noise is a claim about a procedure, not about one
+run: another CPU rounds differently, and a training run close to failing becomes another model.
+This script runs each finding of :mod:`findings` for every seed under every numerical setting of
+:data:`SETTINGS` (each setting in its own process, since the variables are read when the libraries
+load) and prints, per claim, the worst margin seen: how far the least favourable run stayed on the
+right side of the bar that the book asserts. A negative worst margin is a claim that fails somewhere.
+
+    .venv/bin/python tests/robustness/sweep.py                    # every finding, seeds 0-9
+    .venv/bin/python tests/robustness/sweep.py --only polarity --seeds 0-4 --settings native,omp1
+
+``make test-robustness`` runs it in full (hours on two cores; not part of ``make test``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+#: Setting name -> environment variables. Each changes the rounding of training on a machine with
+#: AVX-512: oneDNN's convolution kernels, ATen's vector kernels, the thread count, and a whole AVX2
+#: machine (oneDNN, ATen, NumPy's dispatch and OpenBLAS's kernels at once).
+SETTINGS: dict[str, dict[str, str]] = {
+    "native": {},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    "omp1": {"OMP_NUM_THREADS": "1"},
+    "avx2-machine": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def seeds_from(text: str) -> list[int]:
+    """``"0-9"`` or ``"0,3,5"`` -> a list of ints."""
+    if "-" in text:
+        first, last = text.split("-")
+        return list(range(int(first), int(last) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0-9", help="seeds, '0-9' or '0,3,5' (default 0-9)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
+    parser.add_argument("--only", default="", help="comma-separated findings (substrings of their names)")
+    parser.add_argument("--out", default="_build/robustness.jsonl", help="JSON lines, one per (finding, seed, setting)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    seeds = seeds_from(args.seeds)
+    if args.worker:
+        sys.path.insert(0, str(HERE))
+        from findings import run_findings
+
+        run_findings(args.only, seeds)
+        return
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    with out.open("a") as log:
+        for setting in args.settings.split(","):
+            env = dict(os.environ, **SETTINGS[setting], PYTHONHASHSEED="0")
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, __file__, "--worker", "--seeds", args.seeds, "--only", args.only],
+                                    env=env, stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    print(line, end="")
+                    continue
+                record = json.loads(line) | {"setting": setting}
+                records.append(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                worst = min(c["margin"] for c in record["claims"].values())
+                print(f"  {setting:<13} seed {record['seed']:<3} {record['finding']:<40} worst margin {worst:+.3f}", flush=True)
+            if proc.wait():
+                raise SystemExit(f"the worker for {setting} failed (exit {proc.returncode})")
+            print(f"{setting}: {time.perf_counter() - start:.0f} s", flush=True)
+    print_table(records)
+
+
+def print_table(records: list[dict]) -> None:
+    """Per claim: the runs, the range of values, the bar and the worst margin (with where it happened)."""
+    rows: dict[tuple[str, str], list[tuple[float, float, str, float, str]]] = {}
+    for r in records:
+        for claim, c in r["claims"].items():
+            rows.setdefault((r["finding"], claim), []).append(
+                (c["margin"], c["value"], c["op"], c["bar"], f"seed {r['seed']}, {r['setting']}"))
+    print(f"\n{'finding':<40}{'claim':<46}{'runs':>5}  {'values':<17}{'bar':<9}{'worst margin':<13}where")
+    failing = 0
+    for (finding, claim), runs in rows.items():
+        worst = min(runs)
+        values = [v for _, v, *_ in runs]
+        failing += worst[0] <= 0
+        print(f"{finding:<40}{claim:<46}{len(runs):>5}  {min(values):7.3f}..{max(values):<7.3f} "
+              f"{worst[2]}{worst[3]:<7.3g} {worst[0]:+.3f}{'  FAILS' if worst[0] <= 0 else '':<7} {worst[4]}")
+    print(f"\n{len(rows)} claims, {failing} with a run on the wrong side of its bar")
+
+
+if __name__ == "__main__":
+    main()
