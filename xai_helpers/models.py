@@ -83,7 +83,11 @@ class MBConv(nn.Module):
         return x + out if self.use_residual else out
 
 
-# (expand ratio, kernel, first stride, channels in, channels out, repeats), from the EfficientNet-Lite0 paper.
+# (expand ratio, kernel, first stride, channels in, channels out, repeats): the stage table of
+# EfficientNet-B0 (Tan & Le 2019, Table 1), which Lite0 keeps. EfficientNet-Lite (introduced in a
+# TensorFlow blog post, Liu 2020; there is no Lite paper) changes the blocks, not the table: no
+# squeeze-and-excitation, ReLU6 instead of swish, and a stem (32 channels) and head (1280) that stay
+# fixed when the width multiplier scales Lite1 and Lite2 up.
 LITE0_STAGES = [
     (1, 3, 1, 32, 16, 1),
     (6, 3, 2, 16, 24, 2),
