@@ -14,7 +14,7 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``registry``              every method, its calling convention and output contract
 ``propagation``           gradient x input, LRP (rules, composites, batch-norm merging), DeepLIFT
 ``cost``                  forward and backward passes, counted
-``stats``                 bootstrap intervals for comparisons over images
+``stats``                 intervals (BCa bootstrap, t), sign test and Holm's correction
 ``benchmarks``            the evaluation set: usable photos, photo grids, shapes, DiFull
 ``removal``               remove and retrain (ROAR), ROAD's imputation, what a removal mask leaks
 ``perturbation``          occlusion
@@ -22,7 +22,8 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
 ``sanity``                model randomisation and map similarity
 ``plot``, ``widgets``     figures and interactive explorers
-``training``              fast, seeded training of small models
+``notebook``              numbers glued into the prose (a no-op outside the book's build)
+``training``              the one training recipe, seeded, with a cache of trained models
 ``receptive_field``       receptive fields, computed and measured
 ``background``            teaching code for the background chapters
 ========================  ==================================================================
