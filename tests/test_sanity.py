@@ -157,3 +157,26 @@ def test_input_shifted_copy_is_the_same_function_of_the_shifted_input():
         input_shifted_copy(body, 0.2)
     with pytest.raises(ValueError, match="1 or 3 values"):
         input_shifted_copy(model, [0.1, 0.2])
+
+
+def test_label_randomization_trains_a_memoriser_and_a_matched_yardstick():
+    from xai_helpers.sanity import label_randomization
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(24, 1, 4, 4, generator=gen)
+    labels = torch.arange(24) % 3
+    built = []
+
+    def new_model():
+        built.append(nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 3)))
+        return built[-1]
+
+    pair = label_randomization(new_model, images, labels, seed=2, max_epochs=500, lr=0.03, minibatch_size=8)
+    assert sorted(pair.permuted.tolist()) == sorted(labels.tolist()) and not torch.equal(pair.permuted, labels)
+    assert pair.memoriser is built[0] and pair.yardstick is built[1]
+    predicted = lambda net: net(images).argmax(1)  # noqa: E731
+    assert torch.equal(predicted(pair.memoriser), pair.permuted)       # memorised every arbitrary label
+    assert torch.equal(predicted(pair.yardstick), labels)               # the same images, their true labels
+    assert all(1 <= e <= 500 for e in pair.epochs)
+    again = label_randomization(new_model, images, labels, seed=2, max_epochs=500, lr=0.03, minibatch_size=8)
+    assert torch.equal(again.permuted, pair.permuted)                   # seeded

@@ -7,7 +7,10 @@
   compares them with the maps of the trained model;
 * :func:`spearman_rank_correlation` and :func:`ssim` compare two batches of maps ``[B, H, W]``;
 * :func:`input_shifted_copy` builds the input-invariance test of Kindermans et al. (2019): a copy
-  of the model that reads images shifted by a constant and computes exactly the same function.
+  of the model that reads images shifted by a constant and computes exactly the same function;
+* :func:`label_randomization` trains the two models of the data randomisation test: a memoriser of
+  permuted labels, and a yardstick trained on the same images with their true labels, under the same
+  stopping rule, so that the two differ only in the labels.
 
 An explanation that stays the same when the weights it claims to explain are destroyed cannot be
 explaining those weights.
@@ -34,6 +37,8 @@ __all__ = [
     "spearman_rank_correlation",
     "ssim",
     "input_shifted_copy",
+    "LabelRandomization",
+    "label_randomization",
 ]
 
 Step = str | Sequence[str]
@@ -223,3 +228,42 @@ def input_shifted_copy(model: nn.Module, shift: float | Sequence[float]) -> nn.M
     assert isinstance(target, Normalize)
     target.mean = target.mean + delta.to(target.mean.device).view(1, -1, 1, 1)
     return shifted
+
+
+@dataclass
+class LabelRandomization:
+    """The models of :func:`label_randomization`: ``permuted [n]`` labels, the ``memoriser`` trained on
+    them and the ``yardstick`` trained on the true labels of the same images; ``epochs`` each ran."""
+
+    permuted: torch.Tensor
+    memoriser: nn.Module
+    yardstick: nn.Module
+    epochs: tuple[int, int]
+
+
+def label_randomization(
+    new_model: Callable[[], nn.Module], images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
+    max_epochs: int = 400, **recipe: object,
+) -> LabelRandomization:
+    """The data randomisation test's two models (Adebayo et al. 2018), trained on ``images [n, C, H, W]``.
+
+    The memoriser learns a seeded permutation of ``labels [n]`` until it classifies every image
+    "correctly" (``stop_at_accuracy=1.0``, at most ``max_epochs``). The yardstick learns the true
+    labels of the *same* images under the same rule. Comparing each one's maps with a reference model's
+    then isolates the labels: both saw the same images for as long as they needed, so a method whose
+    maps of the memoriser are no further from the reference than the yardstick's does not depend on
+    what the labels taught. ``new_model()`` builds an untrained model; the memoriser is built after
+    ``torch.manual_seed(seed)``, the yardstick after ``torch.manual_seed(seed + 10)``, and each trains
+    with :func:`~xai_helpers.training.train_classifier` under its own seed and ``recipe``.
+    """
+    from .training import train_classifier
+
+    permuted = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(100 + seed))]
+    nets, epochs = [], []
+    for targets, start in [(permuted, seed), (labels, seed + 10)]:
+        torch.manual_seed(start)
+        net = new_model()
+        epochs.append(len(train_classifier(net, images, targets, epochs=max_epochs, seed=start,
+                                           stop_at_accuracy=1.0, **recipe)))  # type: ignore[arg-type]
+        nets.append(net)
+    return LabelRandomization(permuted, nets[0], nets[1], (epochs[0], epochs[1]))

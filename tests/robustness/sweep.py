@@ -51,8 +51,12 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     parser.add_argument("--only", default="", help="comma-separated findings (substrings of their names)")
     parser.add_argument("--out", default="_build/robustness.jsonl", help="JSON lines, one per (finding, seed, setting)")
+    parser.add_argument("--table", metavar="LOG", help="print the table of an earlier run's log and stop")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print_table([json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()])
+        return
     seeds = seeds_from(args.seeds)
     if args.worker:
         sys.path.insert(0, str(HERE))
@@ -89,8 +93,12 @@ def main() -> None:
 def print_table(records: list[dict]) -> None:
     """Per claim: the runs, the range of values, the bar and the worst margin (with where it happened)."""
     rows: dict[tuple[str, str], list[tuple[float, float, str, float, str]]] = {}
+    measured: dict[tuple[str, str], list[float]] = {}
     for r in records:
         for claim, c in r["claims"].items():
+            if c["op"] == "=":                      # recorded, not claimed
+                measured.setdefault((r["finding"], claim), []).append(c["value"])
+                continue
             rows.setdefault((r["finding"], claim), []).append(
                 (c["margin"], c["value"], c["op"], c["bar"], f"seed {r['seed']}, {r['setting']}"))
     print(f"\n{'finding':<40}{'claim':<46}{'runs':>5}  {'values':<17}{'bar':<9}{'worst margin':<13}where")
@@ -102,6 +110,10 @@ def print_table(records: list[dict]) -> None:
         print(f"{finding:<40}{claim:<46}{len(runs):>5}  {min(values):7.3f}..{max(values):<7.3f} "
               f"{worst[2]}{worst[3]:<7.3g} {worst[0]:+.3f}{'  FAILS' if worst[0] <= 0 else '':<7} {worst[4]}")
     print(f"\n{len(rows)} claims, {failing} with a run on the wrong side of its bar")
+    if measured:
+        print("\nmeasured, not claimed:")
+        for (finding, name), values in measured.items():
+            print(f"{finding:<40}{name:<46}{len(values):>5}  {min(values):7.3f}..{max(values):<7.3f}")
 
 
 if __name__ == "__main__":
