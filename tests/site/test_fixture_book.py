@@ -113,3 +113,12 @@ def test_a_failed_chapter_fails_the_build_and_carries_a_banner(browser, broken_b
     open_page(browser, server.url("solutions.html"))
     assert not browser.execute_script("return document.querySelector('.xai-run-failed');"), \
         "a page that ran carries the banner"
+
+
+def test_source_shown_as_markdown_is_highlighted(good_site):
+    """A cell that displays a fenced Python block (xai_helpers.display.source_code) shows highlighted
+    code, not plain output text."""
+    site, _ = good_site
+    html = (site / "figures.html").read_text(encoding="utf-8")
+    output = html[html.index("Library source shown"):]
+    assert '<div class="highlight-python notranslate"><div class="highlight"><pre><span></span><span class="k">def</span>' in output
