@@ -31,8 +31,13 @@ The reader's side of the site (issue 25):
   root. At the end of the build the PDF of ``make pdf`` (``_build/latex/explaining-cnns.pdf``) is
   copied there when it exists; when it does not, a one-page PDF saying how to build it stands in,
   so that the link is never broken (``make pdf`` then copies the real one over it).
-- **Version and last update**, in the sidebar and the footer: the version of pyproject.toml and the
-  date of the last git commit, read when the site is built (outside git only the version).
+- **Version and last update**, in the sidebar: the version of pyproject.toml and the date of the
+  last git commit, read when the site is built (outside git only the version).
+- **Page weight.** pydata-sphinx-theme loads Font Awesome twice: as web fonts through its CSS
+  (which draws every icon the theme uses) and as ``fontawesome.js`` (1.5 MB), which only turns the
+  icons into SVG, "so that users can add custom icons"; the book adds none. The template that
+  loads the script has no option to leave it out, so :func:`drop_fontawesome_script` replaces the
+  copied file with an empty script after the build (the 1.5 MB ``.map`` beside it is never loaded).
 """
 from __future__ import annotations
 
@@ -262,6 +267,19 @@ def copy_book_pdf(app: Sphinx, exception) -> None:
     logger.info(f"no {built}: the site links a one-page stand-in PDF (run `make pdf`)")
 
 
+FONTAWESOME_SCRIPT = Path("_static") / "scripts" / "fontawesome.js"
+
+
+def drop_fontawesome_script(app: Sphinx, exception) -> None:
+    """Empty the theme's fontawesome.js in the site: the theme's CSS draws the icons (see above)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    script = Path(app.outdir) / FONTAWESOME_SCRIPT
+    if script.is_file():
+        script.write_text("/* Font Awesome's SVG script is not needed: the theme's CSS draws the book's icons "
+                          "with the Font Awesome web fonts (book/_ext/xai_book_html.py). */\n", encoding="utf-8")
+
+
 def setup(app):
     app.connect("config-inited", no_navbar)
     app.connect("builder-inited", add_book_context)
@@ -269,6 +287,7 @@ def setup(app):
     app.connect("html-page-context", mathjax_only_with_math, priority=901)
     app.connect("html-page-context", book_pdf_in_header, priority=502)
     app.connect("build-finished", copy_book_pdf)
+    app.connect("build-finished", drop_fontawesome_script)
     app.connect("missing-reference", link_type_aliases)
     app.setup_extension("sphinx.ext.autodoc")   # for its event, also in a book without an API page
     app.connect("autodoc-process-docstring", drop_type_docstrings)
