@@ -143,10 +143,13 @@ test-colab: $(STAMP)
 # Colab opens notebooks, not MyST: every chapter book/NN_*.md gets a book/NN_*.ipynb beside it,
 # without outputs (tests/test_notebooks_sync.py fails when one is missing or out of date).
 # --update keeps the cell ids of unchanged cells, so regenerating leaves unchanged notebooks alone.
+# Colab renders plain Markdown: book/_ext/colab_markdown.py then rewrites the MyST roles and
+# directives of the text cells (citations as "(Author, year)", equation numbers, admonitions...).
 notebooks: $(STAMP)
 	for f in book/[0-9][0-9]_*.md; do \
 	  $(BIN)/jupytext --quiet --update --to ipynb --output $${f%.md}.ipynb $$f; done
 	for nb in book/[0-9][0-9]_*.ipynb; do [ -f "$${nb%.ipynb}.md" ] || rm -v "$$nb"; done
+	$(BIN)/python book/_ext/colab_markdown.py book/[0-9][0-9]_*.ipynb
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
