@@ -61,10 +61,16 @@ book: $(STAMP) $(MATHJAX)
 # as `make book` does, and `make pdf` works on its own in a fresh clone. The empty _build/mathjax
 # only quiets the check of html_extra_path (a warning, fatal under -W); the PDF does not use MathJax.
 PDF_BUILD := $(JB) --builder pdflatex --all -n -W --keep-going
+# Every page of the website links the book's PDF at its root, explaining-cnns.pdf: the website
+# build copies the PDF there when it exists and puts a one-page stand-in there when it does not
+# (book/_ext/xai_book_html.py); a PDF built after the website is copied over the stand-in here.
+PDF := $(ROOT)/_build/latex/explaining-cnns.pdf
+PDF_INTO_SITE := if [ -d $(ROOT)/_build/html ]; then cp $(PDF) $(ROOT)/_build/html/explaining-cnns.pdf; fi
 pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
 	$(PDF_BUILD)
-	@echo "The PDF is at $(ROOT)/_build/latex/explaining-cnns.pdf"
+	$(PDF_INTO_SITE)
+	@echo "The PDF is at $(PDF)"
 
 # make test builds the website and then the PDF from one execution of the book: test-book executes
 # every chapter into this jupyter-cache folder (emptied first), test-pdf reuses its outputs. The folder
@@ -119,10 +125,12 @@ test-book: $(STAMP) $(MATHJAX)
 test-pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
 	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(PDF_BUILD)
+	$(PDF_INTO_SITE)
 	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
-# Headless Chromium opens every page of the built site (run test-book or book first).
-# SITE_DIR=... checks another build; screenshots go to docs/screenshots/.
+# Headless Chromium opens every page of the built site (run test-book or book first; in make test
+# the PDF is built before, so the site must serve it). It also builds and checks the small fixture
+# book of tests/site/fixture_book (a few seconds). SITE_DIR=... checks another build.
 test-site: $(STAMP) chromium
 	XAI_SITE_DIR=$(SITE_DIR) $(BIN)/python -m pytest tests/site -q -p no:cacheprovider
 

@@ -245,13 +245,15 @@ def explorer_state(driver, root) -> dict:
         """, root)
 
 
+# Visible: laid out with a size and not hidden. Opacity is left out on purpose: sphinx-togglebutton
+# fades a solution in over 0.3 s, but hides and shows it with `visibility` at once.
 _VISIBLE_JS = """
 const visible = e => {
     if (!e || !e.isConnected) return false;
     const r = e.getBoundingClientRect();
     if (r.width <= 0 || r.height <= 0) return false;
     const s = getComputedStyle(e);
-    return s.visibility !== "hidden" && s.display !== "none" && Number(s.opacity) > 0;
+    return s.visibility !== "hidden" && s.display !== "none";
 };
 const text = e => (e && e.textContent || "").trim().replace(/\\s+/g, " ").slice(0, 80);
 const titleOf = a => text(a.querySelector(":scope > .admonition-title, :scope > summary"));
@@ -349,12 +351,15 @@ def check_wide_equations(driver) -> list[str]:
     found = driver.execute_script("""
         const out = [];
         for (const m of document.querySelectorAll("div.math")) {
-            const box = m.querySelector("mjx-container") || m;
             if (!m.getClientRects().length) continue;
-            if (box.scrollWidth > box.clientWidth + 1 || m.scrollWidth > m.clientWidth + 1) {
-                const number = (m.querySelector(".eqno") || {}).textContent || "";
-                out.push(`equation ${number.trim() || m.id || ""} is wider than its box `
-                         + `(${Math.max(box.scrollWidth, m.scrollWidth)} px in ${m.clientWidth} px)`);
+            const box = m.querySelector("mjx-container") || m;
+            for (const e of new Set([box, m])) {
+                if (e.scrollWidth > e.clientWidth + 1) {
+                    const number = ((m.querySelector(".eqno") || {}).textContent || "").replace("#", "").trim();
+                    out.push(`equation ${number || m.id || ""} is wider than its box `
+                             + `(${e.scrollWidth} px in ${e.clientWidth} px)`);
+                    break;
+                }
             }
         }
         return out;
