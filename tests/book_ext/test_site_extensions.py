@@ -148,3 +148,33 @@ def test_no_navbar_keeps_the_user_s_choices():
     config = SimpleNamespace(html_theme_options={"navbar_persistent": ["search-button"]}, templates_path=[])
     html.no_navbar(None, config)
     assert config.html_theme_options["navbar_persistent"] == ["search-button"]
+
+
+def _app(outdir: Path, fmt: str = "html"):
+    return SimpleNamespace(outdir=str(outdir), builder=SimpleNamespace(format=fmt),
+                           config=SimpleNamespace(html_theme_options={"repository_url": "https://example.org/r"}))
+
+
+def test_the_site_gets_the_built_pdf_or_a_stand_in(tmp_path):
+    site = tmp_path / "html"
+    site.mkdir()
+    html.copy_book_pdf(_app(site), None)
+    stand_in = (site / html.PDF_NAME).read_bytes()
+    assert stand_in.startswith(b"%PDF-") and b"make pdf" in stand_in and b"https://example.org/r" in stand_in
+    (tmp_path / "latex").mkdir()
+    (tmp_path / "latex" / html.PDF_NAME).write_bytes(b"%PDF-1.7 the book")
+    html.copy_book_pdf(_app(site), None)
+    assert (site / html.PDF_NAME).read_bytes() == b"%PDF-1.7 the book"
+    (site / html.PDF_NAME).unlink()
+    html.copy_book_pdf(_app(site, "latex"), None)          # other builders: nothing
+    html.copy_book_pdf(_app(site), RuntimeError("failed"))  # a failed build: nothing
+    assert not (site / html.PDF_NAME).exists()
+
+
+def test_the_fontawesome_script_is_emptied(tmp_path):
+    script = tmp_path / html.FONTAWESOME_SCRIPT
+    script.parent.mkdir(parents=True)
+    script.write_text("x" * 1000)
+    html.drop_fontawesome_script(_app(tmp_path), None)
+    assert script.read_text().startswith("/*") and len(script.read_text()) < 300
+    html.drop_fontawesome_script(_app(tmp_path / "missing"), None)   # no theme script: nothing to do
