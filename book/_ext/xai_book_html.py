@@ -275,6 +275,11 @@ def drop_fontawesome_script(app: Sphinx, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     script = Path(app.outdir) / FONTAWESOME_SCRIPT
+    styles = Path(app.outdir) / "_static" / "styles" / "pydata-sphinx-theme.css"
+    css = styles.read_text(encoding="utf-8", errors="replace") if styles.is_file() else ""
+    if "Font Awesome" not in css or ".fa-bars:before" not in css:
+        logger.info("the theme's CSS does not draw the icons: fontawesome.js is kept")
+        return
     if script.is_file():
         script.write_text("/* Font Awesome's SVG script is not needed: the theme's CSS draws the book's icons "
                           "with the Font Awesome web fonts (book/_ext/xai_book_html.py). */\n", encoding="utf-8")

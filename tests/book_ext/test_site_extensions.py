@@ -175,6 +175,12 @@ def test_the_fontawesome_script_is_emptied(tmp_path):
     script = tmp_path / html.FONTAWESOME_SCRIPT
     script.parent.mkdir(parents=True)
     script.write_text("x" * 1000)
+    styles = tmp_path / "_static" / "styles" / "pydata-sphinx-theme.css"
+    styles.parent.mkdir(parents=True)
+    styles.write_text(".fa-solid{}")                    # a theme whose CSS does not draw the icons
+    html.drop_fontawesome_script(_app(tmp_path), None)
+    assert script.read_text() == "x" * 1000
+    styles.write_text('@font-face{font-family:Font Awesome\\ 6 Free}.fa-bars:before{content:"\\f0c9"}')
     html.drop_fontawesome_script(_app(tmp_path), None)
     assert script.read_text().startswith("/*") and len(script.read_text()) < 300
     html.drop_fontawesome_script(_app(tmp_path / "missing"), None)   # no theme script: nothing to do
