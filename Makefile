@@ -65,11 +65,17 @@ book: $(STAMP) $(MATHJAX)
 # as `make book` does, and `make pdf` works on its own in a fresh clone. The empty _build/mathjax
 # only quiets the check of html_extra_path (a warning, fatal under -W); the PDF does not use MathJax.
 PDF_BUILD := $(JB) --builder pdflatex --all -n -W --keep-going
+# Every page of the website links the book's PDF at its root, explaining-cnns.pdf: the website
+# build copies the PDF there when it exists and puts a one-page stand-in there when it does not
+# (book/_ext/xai_book_html.py); a PDF built after the website is copied over the stand-in here.
+PDF := $(ROOT)/_build/latex/explaining-cnns.pdf
+PDF_INTO_SITE := if [ -d $(ROOT)/_build/html ]; then cp $(PDF) $(ROOT)/_build/html/explaining-cnns.pdf; fi
 pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
 	rm -rf $(XAI_MODEL_CACHE)
 	$(PDF_BUILD)
-	@echo "The PDF is at $(ROOT)/_build/latex/explaining-cnns.pdf"
+	$(PDF_INTO_SITE)
+	@echo "The PDF is at $(PDF)"
 
 # make test executes the book once: test-notebooks runs every chapter under nbval, and the plugin
 # book/_ext/xai_nbval_cache.py stores each chapter that passed in this jupyter-cache folder (emptied
@@ -127,10 +133,12 @@ test-book: $(STAMP) $(MATHJAX)
 test-pdf: $(STAMP) latex-tools
 	mkdir -p $(ROOT)/_build/mathjax
 	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(PDF_BUILD)
+	$(PDF_INTO_SITE)
 	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
-# Headless Chromium opens every page of the built site (run test-book or book first).
-# SITE_DIR=... checks another build; screenshots go to docs/screenshots/.
+# Headless Chromium opens every page of the built site (run test-book or book first; in make test
+# the PDF is built before, so the site must serve it). It also builds and checks the small fixture
+# book of tests/site/fixture_book (a few seconds). SITE_DIR=... checks another build.
 test-site: $(STAMP) chromium
 	XAI_SITE_DIR=$(SITE_DIR) $(BIN)/python -m pytest tests/site -q -p no:cacheprovider
 
@@ -151,10 +159,13 @@ test-colab: $(STAMP)
 # Colab opens notebooks, not MyST: every chapter book/NN_*.md gets a book/NN_*.ipynb beside it,
 # without outputs (tests/test_notebooks_sync.py fails when one is missing or out of date).
 # --update keeps the cell ids of unchanged cells, so regenerating leaves unchanged notebooks alone.
+# Colab renders plain Markdown: book/_ext/colab_markdown.py then rewrites the MyST roles and
+# directives of the text cells (citations as "(Author, year)", equation numbers, admonitions...).
 notebooks: $(STAMP)
 	for f in book/[0-9][0-9]_*.md; do \
 	  $(BIN)/jupytext --quiet --update --to ipynb --output $${f%.md}.ipynb $$f; done
 	for nb in book/[0-9][0-9]_*.ipynb; do [ -f "$${nb%.ipynb}.md" ] || rm -v "$$nb"; done
+	$(BIN)/python book/_ext/colab_markdown.py book/[0-9][0-9]_*.ipynb
 
 # The robustness sweep (tests/robustness/sweep.py): every trained-model finding of the book over
 # training seeds 0-9 under five numerical settings, with the worst margin of each claim. Hours on

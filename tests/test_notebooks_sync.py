@@ -1,14 +1,19 @@
 """Every chapter has a Colab notebook beside it that matches its MyST source.
 
 Colab opens ``.ipynb`` files only, so each ``book/NN_*.md`` has a ``book/NN_*.ipynb`` (made by
-``make notebooks``), without outputs, whose cells equal the chapter's cells. Each chapter's first
-code cell is the Colab setup cell, which installs xai_helpers from the repository named in
+``make notebooks``), without outputs, whose cells equal the chapter's cells: its code cells as
+they are, its text cells in plain Markdown (MyST roles and directives rewritten by
+book/_ext/colab_markdown.py, whose own tests are in tests/book_ext/). Each chapter's first code
+cell is the Colab setup cell, which installs xai_helpers from the repository named in
 ``_config.yml`` when it runs in Colab and does nothing elsewhere.
 """
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -20,6 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.md"))
 FIX = "run `make notebooks`"
+
+
+def _colab_markdown():
+    """book/_ext/colab_markdown.py, the rewriting `make notebooks` applies."""
+    spec = importlib.util.spec_from_file_location("colab_markdown", BOOK / "_ext" / "colab_markdown.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("colab_markdown", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=1)
+def _book_index():
+    return _colab_markdown().build_index(BOOK, ROOT / "_toc.yml")
+
+
+def colab_notebook(chapter: Path):
+    """The chapter as `make notebooks` writes it: jupytext's notebook, its text in plain Markdown."""
+    return _colab_markdown().convert_notebook(jupytext.read(chapter), chapter.stem, _book_index())
 
 
 def repository_url() -> str:
@@ -54,7 +78,7 @@ def test_no_orphan_notebooks():
 def test_notebook_matches_chapter(chapter: Path):
     notebook_path = chapter.with_suffix(".ipynb")
     assert notebook_path.exists(), f"{notebook_path.name} is missing ({FIX})"
-    source = jupytext.read(chapter)
+    source = colab_notebook(chapter)
     notebook = nbformat.read(notebook_path, as_version=4)
     nbformat.validate(notebook)
     expected, actual = cells(source), cells(notebook)
@@ -110,8 +134,22 @@ def test_colab_cell_does_nothing_outside_colab(monkeypatch):
 def test_checker_catches_a_stale_notebook(tmp_path):
     """The comparison is not vacuous: an edited chapter no longer matches its old notebook."""
     chapter = CHAPTERS[0]
-    stale = jupytext.read(chapter)
+    stale = colab_notebook(chapter)
     stale.cells[-1].source += "\nprint('an edit made after the notebook was generated')"
     notebook = nbformat.read(chapter.with_suffix(".ipynb"), as_version=4) if chapter.with_suffix(".ipynb").exists() \
         else jupytext.read(chapter)
     assert cells(stale) != cells(notebook)
+
+
+def test_colab_notebooks_show_no_myst_markup():
+    """Colab renders CommonMark: no role, directive or label line is left in a text cell."""
+    markup = re.compile(r"\{[\w:-]+\}`|^[`:]{3,}\{|^\([\w-]+\)=\s*$", re.MULTILINE)
+    for chapter in CHAPTERS:
+        notebook_path = chapter.with_suffix(".ipynb")
+        if not notebook_path.exists():
+            continue
+        notebook = nbformat.read(notebook_path, as_version=4)
+        for i, cell in enumerate(notebook.cells):
+            if cell.cell_type == "markdown":
+                found = markup.search(cell.source)
+                assert not found, f"{notebook_path.name} cell {i} shows MyST markup {found.group(0)!r} ({FIX})"

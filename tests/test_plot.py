@@ -77,3 +77,44 @@ def test_use_jpeg_figures_shows_figures_as_full_colour_jpeg_in_ipython():
         assert JpegImagePlugin.get_sampling(image) == 0, "colour at full resolution (4:4:4)"
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_figures_are_shown_as_png_without_an_alpha_channel_in_ipython():
+    """set_style makes IPython show a figure as an RGB PNG (matplotlib writes RGBA, the alpha all 255)."""
+    import base64
+    import io
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+    from PIL import Image
+
+    shell = InteractiveShell.instance()
+    try:
+        select_figure_formats(shell, {"png"})       # what the inline backend does in a notebook
+        fig = image_grid([torch.rand(3, 32, 32)], ["noise"])
+        shown = shell.display_formatter.formatters["image/png"](fig)
+        image = Image.open(io.BytesIO(base64.b64decode(shown)))
+        assert image.mode == "RGB" and image.size[0] > 100
+        use_jpeg_figures()                          # JPEG mode stays JPEG mode
+        set_style()
+        assert shell.display_formatter.formatters["image/png"](fig) is None
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_rgb_png_keeps_real_transparency():
+    import io
+
+    from PIL import Image
+
+    from xai_helpers.plot import rgb_png
+
+    def png(mode, colour):
+        out = io.BytesIO()
+        Image.new(mode, (4, 4), colour).save(out, format="png")
+        return out.getvalue()
+
+    opaque, clear = png("RGBA", (10, 20, 30, 255)), png("RGBA", (10, 20, 30, 128))
+    assert Image.open(io.BytesIO(rgb_png(opaque))).mode == "RGB"
+    assert Image.open(io.BytesIO(rgb_png(opaque))).getpixel((0, 0)) == (10, 20, 30)
+    assert rgb_png(clear) == clear and rgb_png(png("RGB", (1, 2, 3))) == png("RGB", (1, 2, 3))

@@ -258,3 +258,42 @@ def test_bad_choices_raise(monkeypatch, choice, error):
 def test_bad_sliders_raise(args):
     with pytest.raises(ValueError):
         Slider(*args)
+
+
+def test_a_figure_fills_the_column_without_being_blown_up(monkeypatch):
+    """By default a figure is drawn WEB_WIDTH pixels wide, whatever its figsize, and the page shows
+    it at the column's width but never wider than it is; its dpi is on the picture (for the site
+    test's text-size check). The PNG for other front ends is RGB, without an alpha channel."""
+    monkeypatch.setenv("XAI_BOOK_STATIC", "1")
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    def draw(width):
+        fig, ax = plt.subplots(figsize=(width, 2))
+        ax.plot([0, 1], [0, 1])
+        plt.close(fig)
+        return fig
+
+    web = explore(draw, width=[4.0, 8.0])
+    assert web.size == (widgets.WEB_WIDTH, widgets.WEB_WIDTH // 2) and web.dpi == widgets.WEB_WIDTH / 4
+    assert {_decode(v).shape[1] for v in web.images.values()} == {widgets.WEB_WIDTH}
+    html = web.to_html()
+    assert f'width="{widgets.WEB_WIDTH}"' in html and f"max-width:{widgets.WEB_WIDTH}px" in html
+    assert "width:100%" in html and 'data-xai-dpi="200"' in html
+    assert Image.open(__import__("io").BytesIO(web.png)).mode == "RGB"
+    narrow = explore(draw, width=[4.0], web_dpi=50)    # a fixed dpi: 200 px, shown at 200 px at most
+    assert narrow.size == (200, 100) and "max-width:200px" in narrow.to_html()
+
+
+def test_titles_name_the_controls_for_the_reader(monkeypatch):
+    """``titles`` labels a control on the page and in the alt text; the keyword stays in data-choice."""
+    monkeypatch.setenv("XAI_BOOK_STATIC", "1")
+    web = explore(Painter(SMALL), titles={"alpha": "opacity"}, **SMALL)
+    html = web.to_html()
+    assert '<label>opacity <input type="range" data-choice="alpha"' in html
+    assert '<label>image <select data-choice="image">' in html
+    assert web.alt(web.default).endswith("opacity: 0.2")
+    with pytest.raises(ValueError, match="titles= names"):
+        explore(Painter(SMALL), titles={"colour": "x"}, **SMALL)

@@ -1,12 +1,22 @@
 """Display helpers: every method's output as a heatmap in [0, 1], and pixel-space attributions
-``[B, C, H, W]`` as one value per pixel or as an RGB image."""
+``[B, C, H, W]`` as one value per pixel or as an RGB image; source code and tables for the book's
+pages (:func:`source_code`, :func:`numbered_table`), shown alike on the website, in the PDF and in
+Jupyter."""
 from __future__ import annotations
+
+import inspect
+import math
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .core import normalize_maps
 
-__all__ = ["to_heatmap", "reduce_channels", "gradient_image"]
+__all__ = ["to_heatmap", "reduce_channels", "gradient_image", "SourceCode", "source_code",
+           "MarkdownTable", "numbered_table"]
 
 
 def to_heatmap(attributions: torch.Tensor) -> torch.Tensor:
@@ -56,3 +66,115 @@ def gradient_image(attributions: torch.Tensor, quantile: float = 0.995, center: 
         a = a - a.mean(dim=(2, 3), keepdim=True)
     scale = torch.quantile(a.abs().flatten(1), quantile, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return (0.5 + 0.5 * (a / scale).clamp(-1, 1)).clamp(0, 1)
+
+
+class SourceCode:
+    """Source text shown as a highlighted code block: Markdown with a fenced block for the book's
+    pages and for Jupyter (``text/markdown``), the plain text elsewhere (``text/plain``)."""
+
+    def __init__(self, text: str, language: str = "python") -> None:
+        self.text = text.rstrip("\n")
+        self.language = language
+
+    def _repr_markdown_(self) -> str:
+        longest = max((len(run) for run in re.findall(r"`+", self.text)), default=0)
+        fence = "`" * max(3, longest + 1)     # longer than any run of backticks in the source
+        return f"{fence}{self.language}\n{self.text}\n{fence}"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def source_code(*objects: Any) -> SourceCode:
+    """The source of functions, classes or methods (``inspect.getsource``), one after the other,
+    as one highlighted block: end a cell with ``source_code(grad_cam)`` instead of printing
+    ``inspect.getsource(grad_cam)``, which shows as unhighlighted output text."""
+    if not objects:
+        raise ValueError("source_code needs at least one function, class or method")
+    return SourceCode("\n\n".join(textwrap.dedent(inspect.getsource(o)).rstrip("\n") for o in objects))
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_<|$])")   # what Markdown (and MyST's dollar math) would read
+
+
+def _escape(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _number(value: Any) -> float:
+    """The number a table cell is ranked by: an interval's mean, or the value itself."""
+    return float(getattr(value, "mean", value))
+
+
+class MarkdownTable:
+    """A numbered, captioned table (MyST ``list-table``) for the book's pages, plain text elsewhere.
+
+    ``markdown`` is what the website and the PDF render (with ``nb_render_markdown_format: myst``,
+    set in _config.yml); ``text`` what a plain-text front end shows."""
+
+    def __init__(self, markdown: str, text: str) -> None:
+        self.markdown = markdown
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def numbered_table(
+    rows: Mapping[str, Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    caption: str,
+    name: str,
+    formats: Mapping[str, str] | None = None,
+    best: Mapping[str, str] | None = None,
+    first_column: str = "method",
+    missing: str = "\u2013",
+) -> MarkdownTable:
+    """A table with a number, a caption and a label, its best values in bold.
+
+    ``rows`` maps each row's name to ``{column: value}``; a value missing from a row prints as
+    ``missing``. ``formats`` maps a column to a format string (default ``"{}"``; an
+    :class:`~xai_helpers.stats.Interval` formats as ``"mean [low, high]"``, ``{:.2f}`` included).
+    ``best`` maps a column to ``"max"`` or ``"min"``: the cells with the best value of that column
+    (an interval's mean) are set in bold, ties included. The website and the PDF number it
+    ("Table N.k"): refer to it with the ``numref`` role and its ``name``. End a cell with it (the
+    cell needs no other output).
+    """
+    formats = dict(formats or {})
+    best = dict(best or {})
+    unknown = sorted(set(best) - set(columns))
+    if unknown:
+        raise ValueError(f"best= names {unknown}, which are not columns of the table")
+    bad = {c: how for c, how in best.items() if how not in ("max", "min")}
+    if bad:
+        raise ValueError(f"best= must say 'max' or 'min' for each column, got {bad}")
+    winners: dict[str, float] = {}
+    for column, how in best.items():
+        values = [_number(r[column]) for r in rows.values() if column in r and not math.isnan(_number(r[column]))]
+        if values:
+            winners[column] = max(values) if how == "max" else min(values)
+
+    def cell(row: Mapping[str, Any], column: str) -> tuple[str, bool]:
+        if column not in row:
+            return missing, False
+        text = formats.get(column, "{}").format(row[column])
+        won = column in winners and math.isclose(_number(row[column]), winners[column], rel_tol=1e-12, abs_tol=1e-12)
+        return text, won
+
+    header = [first_column, *columns]
+    body = [[(str(label), False), *(cell(row, c) for c in columns)] for label, row in rows.items()]
+    lines = [f"```{{list-table}} {' '.join(caption.split())}", ":header-rows: 1", ":stub-columns: 1",
+             f":name: {name}", ":class: xai-table", ""]
+    for entries in [[(h, False) for h in header], *body]:
+        for i, (text, bold) in enumerate(entries):
+            shown = f"**{_escape(text)}**" if bold else _escape(text)
+            lines.append(("* - " if i == 0 else "  - ") + shown)
+    lines.append("```")
+    widths = [max(len(h), *(len(r[i][0]) + 2 * r[i][1] for r in body)) for i, h in enumerate(header)]
+    plain = [" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    plain += [" | ".join((f"*{t}*" if b else t).ljust(w) for (t, b), w in zip(r, widths)).rstrip() for r in body]
+    return MarkdownTable("\n".join(lines), f"Table {name}: {' '.join(caption.split())}\n" + "\n".join(plain))

@@ -7,6 +7,8 @@ no open figures. Heatmaps are drawn as raster images, so figures stay small as P
 """
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +18,13 @@ import matplotlib.style
 import numpy as np
 import torch
 
-__all__ = ["set_style", "use_jpeg_figures", "to_numpy_image", "show_image", "overlay", "image_grid", "heatmap_grid"]
+__all__ = ["set_style", "use_jpeg_figures", "rgb_png", "to_numpy_image", "show_image", "overlay", "image_grid",
+           "heatmap_grid", "HEATMAP_CMAP"]
+
+#: The colour map of heatmaps laid over images: perceptually uniform (equal steps of attribution
+#: look like equal steps of colour, and it reads in grey scale), from black (none) to pale yellow
+#: (most). The rainbow "jet" of the papers puts false edges where its hues change.
+HEATMAP_CMAP = "inferno"
 
 STYLE: dict[str, Any] = {
     "figure.facecolor": "white",  # readable in the site's dark mode too
@@ -33,8 +41,48 @@ STYLE: dict[str, Any] = {
 
 
 def set_style() -> None:
-    """Apply the book's matplotlib style (white background, modest sizes)."""
+    """Apply the book's matplotlib style (white background, modest sizes). In IPython, figures are
+    shown as PNG without an alpha channel (see :func:`rgb_png`)."""
     matplotlib.style.use(STYLE)  # a dict of rcParams (typed, unlike rcParams.update with str keys)
+    _show_figures_as_rgb_png()
+
+
+def rgb_png(png: bytes) -> bytes:
+    """A PNG again, without its alpha channel when that is opaque everywhere: matplotlib always
+    writes RGBA, and the book's figures have a white background, so a quarter of the bytes would
+    be 255s. A PNG with real transparency is returned unchanged."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    if image.mode != "RGBA" or image.getchannel("A").getextrema() != (255, 255):
+        return png
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def _figure_as_rgb_png(fig: matplotlib.figure.Figure) -> str | None:
+    """IPython's PNG of a figure (cropped to its content, as the inline backend does), base64, RGB."""
+    from IPython.core.pylabtools import print_figure
+
+    data = print_figure(fig, fmt="png", bbox_inches="tight")
+    return None if data is None else base64.b64encode(rgb_png(data)).decode("ascii")
+
+
+def _show_figures_as_rgb_png() -> None:
+    """Where IPython shows figures as PNG, show them through :func:`rgb_png` (JPEG mode is left alone)."""
+    try:
+        from IPython import get_ipython
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - no IPython, no inline figures
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    current = formatter.type_printers.get(Figure)
+    if current is not None and current is not _figure_as_rgb_png:
+        formatter.for_type(Figure, _figure_as_rgb_png)
 
 
 def use_jpeg_figures(quality: int = 90) -> None:
@@ -89,7 +137,7 @@ def overlay(
     heatmap: torch.Tensor | np.ndarray,
     *,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = HEATMAP_CMAP,
     title: str | None = None,
     colorbar: bool = True,
     vmin: float | None = None,
@@ -150,7 +198,7 @@ def heatmap_grid(
     row_titles: Sequence[str] | None = None,
     show_input: bool = True,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = HEATMAP_CMAP,
     size: float = 2.4,
 ) -> matplotlib.figure.Figure:
     """A grid of images (rows) x methods (columns), each map overlaid on its image.

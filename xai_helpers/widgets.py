@@ -11,7 +11,9 @@ choice, or a range input for a slider, every picture embedded as a WebP data URI
 of inline JavaScript that swap the picture in the browser, with no request to any server), plus a
 PNG of the default combination for the PDF, nbval and plain-text front ends. ``web=`` narrows what
 the web version offers, ``web_filter=`` drops combinations, and ``max_combinations`` guards the
-build time and the page weight.
+build time and the page weight. A figure is drawn :data:`WEB_WIDTH` pixels wide, a little more than
+the book's text column, and shown at the column's width: never blown up, and its text as large on
+the page as the figure's font size makes it (a small ``figsize`` gives large text).
 """
 from __future__ import annotations
 
@@ -27,11 +29,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Slider", "WebExplorer", "explore", "is_static", "MAX_COMBINATIONS"]
+__all__ = ["Slider", "WebExplorer", "explore", "is_static", "MAX_COMBINATIONS", "WEB_WIDTH"]
 
 #: How many combinations ``explore`` precomputes for the website unless told otherwise: each one
-#: costs a call to ``draw`` at build time and about 10-20 kB of page weight.
+#: costs a call to ``draw`` at build time and page weight (20-60 kB at :data:`WEB_WIDTH`).
 MAX_COMBINATIONS = 64
+
+#: The width in pixels of an explorer's pictures on the website: the text column is about 784 CSS
+#: pixels wide, so a picture this wide fills it without being blown up.
+WEB_WIDTH = 800
 
 
 @dataclass(frozen=True)
@@ -83,18 +89,20 @@ def _default(choice: Any) -> Any:
     raise TypeError(f"a choice must be a non-empty list, a dict or a Slider, got {choice!r}")
 
 
-def _control(name: str, choice: Any) -> Any:
+def _control(name: str, choice: Any, title: str | None = None) -> Any:
     import ipywidgets as w
 
     if isinstance(choice, Slider):
         cls = w.IntSlider if choice.is_int else w.FloatSlider
         kind = int if choice.is_int else float
         return cls(min=kind(choice.min), max=kind(choice.max), step=kind(choice.step),
-                   value=kind(choice.value), description=name, continuous_update=False)
+                   value=kind(choice.value), description=title or name, continuous_update=False,
+                   style={"description_width": "initial"})
     # The dropdown holds positions, not the values themselves: ipywidgets finds the current value by
     # comparing with ==, which an array value (a convolution kernel) turns into an elementwise array.
     labels = list(choice) if isinstance(choice, Mapping) else [str(v) for v in choice]
-    return w.Dropdown(options=[(str(label), i) for i, label in enumerate(labels)], value=0, description=name)
+    return w.Dropdown(options=[(str(label), i) for i, label in enumerate(labels)], value=0,
+                      description=title or name, style={"description_width": "initial"})
 
 
 def _value(choice: Any, control_value: Any) -> Any:
@@ -150,6 +158,16 @@ def _web_options(name: str, choice: Any, narrowed: Any) -> _Options:
     return _Options(name, keep, [all_values[all_labels.index(label)] for label in keep], 0, "select")
 
 
+def _web_dpi(picture: Any, dpi: float | None, width: int) -> float | None:
+    """The dpi a figure is drawn at for the website: ``dpi`` when given, else the one that makes it
+    ``width`` pixels wide. Not a figure: ``None`` (a PIL image or an array keeps its pixels)."""
+    if not hasattr(picture, "savefig"):
+        return None
+    if dpi:
+        return float(dpi)
+    return width / float(picture.get_figwidth())
+
+
 def _to_rgb(picture: Any, dpi: float | None) -> Any:
     """A PIL RGB image of what ``draw`` returned: a matplotlib Figure, a PIL image or an array."""
     from PIL import Image
@@ -170,14 +188,20 @@ def _to_rgb(picture: Any, dpi: float | None) -> Any:
 
 
 def _png(picture: Any) -> bytes:
-    """The default picture as PNG, as a notebook would show it (the figure's own dpi)."""
+    """The default picture as an RGB PNG (no alpha channel), as a notebook would show it (the
+    figure's own dpi)."""
+    from PIL import Image
+
     if hasattr(picture, "savefig"):
         buffer = io.BytesIO()
         picture.savefig(buffer, format="png", bbox_inches="tight")
-        return buffer.getvalue()
-    buffer = io.BytesIO()
-    _to_rgb(picture, None).save(buffer, format="png")
-    return buffer.getvalue()
+        buffer.seek(0)
+        image = Image.open(buffer).convert("RGB")
+    else:
+        image = _to_rgb(picture, None)
+    out = io.BytesIO()
+    image.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
 # The browser side. One copy per explorer, bound to its own block through document.currentScript,
@@ -246,10 +270,18 @@ class WebExplorer:
     default: tuple[int, ...]
     png: bytes
     calls: int = field(default=0)
+    #: The pictures' size in pixels (of the default one) and the dpi a figure was drawn at.
+    size: tuple[int, int] | None = None
+    dpi: float | None = None
+    #: What each control is called on the page (``names`` where not given).
+    titles: list[str] | None = None
+
+    def _titles(self) -> list[str]:
+        return list(self.titles) if self.titles else list(self.names)
 
     def alt(self, key: tuple[int, ...]) -> str:
         """The text that names a combination, e.g. ``"image: cat, layer: head"``."""
-        return ", ".join(f"{n}: {labels[i]}" for n, labels, i in zip(self.names, self.labels, key))
+        return ", ".join(f"{n}: {labels[i]}" for n, labels, i in zip(self._titles(), self.labels, key))
 
     @staticmethod
     def data_uri(webp: bytes) -> str:
@@ -267,22 +299,26 @@ class WebExplorer:
         # JSON inside <script>: "<" escaped so that no label can close the element.
         payload = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
         controls = []
-        for i, (name, labels, kind) in enumerate(zip(self.names, self.labels, self.kinds)):
-            label = html.escape(name)
+        for i, (name, title, labels, kind) in enumerate(zip(self.names, self._titles(), self.labels, self.kinds)):
+            label, choice = html.escape(title), html.escape(name)
             if kind == "range":
                 controls.append(
-                    f'<label>{label} <input type="range" data-choice="{label}" min="0" max="{len(labels) - 1}" '
+                    f'<label>{label} <input type="range" data-choice="{choice}" min="0" max="{len(labels) - 1}" '
                     f'step="1" value="{self.default[i]}"> <output>{html.escape(labels[self.default[i]])}</output></label>')
             else:
                 options = "".join(
                     f'<option value="{j}"{" selected" if j == self.default[i] else ""}>{html.escape(text)}</option>'
                     for j, text in enumerate(labels))
-                controls.append(f'<label>{label} <select data-choice="{label}">{options}</select></label>')
+                controls.append(f'<label>{label} <select data-choice="{choice}">{options}</select></label>')
         default_key = ",".join(map(str, self.default))
+        # As wide as the column, never wider than the picture itself (never blown up).
+        size = (f' width="{self.size[0]}" height="{self.size[1]}" style="width:100%;max-width:{self.size[0]}px;'
+                f'height:auto"' if self.size else ' style="max-width:100%;height:auto"')
+        dpi = f' data-xai-dpi="{self.dpi:g}"' if self.dpi else ""
         return (
             f'<div class="xai-explorer" data-key="{default_key}">'
             f'<div class="xai-explorer-controls" style="{_STYLE}">{"".join(controls)}</div>'
-            f'<img class="xai-explorer-image" style="max-width:100%" src="{self.data_uri(self.images[self.default])}" '
+            f'<img class="xai-explorer-image"{size}{dpi} src="{self.data_uri(self.images[self.default])}" '
             f'alt="{html.escape(self.alt(self.default))}">'
             f'<script type="application/json" class="xai-explorer-data">{payload}</script>'
             f"<script>{_SCRIPT}</script></div>"
@@ -298,7 +334,8 @@ class WebExplorer:
 
 def _web_explorer(draw: Callable[..., Any], choices: Mapping[str, Any], web: Mapping[str, Any],
                   web_filter: Callable[..., bool] | None, max_combinations: int,
-                  dpi: float, quality: int) -> WebExplorer:
+                  dpi: float | None, quality: int, width: int = WEB_WIDTH,
+                  titles: Mapping[str, str] | None = None) -> WebExplorer:
     unknown = sorted(set(web) - set(choices))
     if unknown:
         raise ValueError(f"web= names {unknown}, which are not choices of this explorer ({list(choices)})")
@@ -322,13 +359,18 @@ def _web_explorer(draw: Callable[..., Any], choices: Mapping[str, Any], web: Map
     renumber = [{old: new for new, old in enumerate(u)} for u in used]
     images: dict[tuple[int, ...], bytes] = {}
     png = b""
+    size: tuple[int, int] | None = None
+    shown_dpi: float | None = None
     for key in [default] + [k for k in keys if k != default]:
         picture = draw(**{o.name: o.values[i] for o, i in zip(options, key)})
+        picture_dpi = _web_dpi(picture, dpi, width)
+        rgb = _to_rgb(picture, picture_dpi)
         buffer = io.BytesIO()
-        _to_rgb(picture, dpi).save(buffer, format="webp", quality=quality, method=4)
+        rgb.save(buffer, format="webp", quality=quality, method=4)
         images[tuple(r[i] for r, i in zip(renumber, key))] = buffer.getvalue()
         if key == default:
             png = _png(picture)
+            size, shown_dpi = rgb.size, picture_dpi
     return WebExplorer(
         names=[o.name for o in options],
         labels=[[o.labels[i] for i in u] for o, u in zip(options, used)],
@@ -337,12 +379,16 @@ def _web_explorer(draw: Callable[..., Any], choices: Mapping[str, Any], web: Map
         default=tuple(r[i] for r, i in zip(renumber, default)),
         png=png,
         calls=len(keys),
+        size=size,
+        dpi=shown_dpi,
+        titles=[str((titles or {}).get(o.name, o.name)) for o in options],
     )
 
 
 def explore(draw: Callable[..., Any], *, web: Mapping[str, Any] | None = None,
             web_filter: Callable[..., bool] | None = None, max_combinations: int = MAX_COMBINATIONS,
-            web_dpi: float = 72, web_quality: int = 75, **choices: Any) -> Any:
+            web_dpi: float | None = None, web_quality: int = 75, web_width: int = WEB_WIDTH,
+            titles: Mapping[str, str] | None = None, **choices: Any) -> Any:
     """Show ``draw(**values)`` with one control per keyword; see the module docstring.
 
     ``choices`` maps each keyword of ``draw`` to a list, a dict (label -> value) or a
@@ -355,17 +401,27 @@ def explore(draw: Callable[..., Any], *, web: Mapping[str, Any] | None = None,
     slider, a list of numbers, which become a drop-down menu, or a narrower ``Slider``), and
     ``web_filter(**values) -> bool`` may drop combinations. The default must stay on offer. More
     than ``max_combinations`` combinations raise ``ValueError`` before anything is drawn.
-    ``web_dpi`` and ``web_quality`` set the size of the embedded WebP pictures (a Figure is saved
-    at ``web_dpi``); the PNG of the default keeps the figure's own resolution.
+    A figure is saved ``web_width`` pixels wide (the dpi that takes) as a WebP picture of quality
+    ``web_quality``, and the website shows it at the column's width; ``web_dpi`` fixes the dpi
+    instead (a picture narrower than the column is then shown at its own, smaller size). The PNG of
+    the default keeps the figure's own resolution.
+
+    ``titles`` names the controls for the reader, ``{keyword: title}`` (``{"lr": "learning rate"}``);
+    a control without one is called by its keyword. Give a choice of raw values (``[False, True]``)
+    readable labels with a dict, ``{"for the class": False, "against it": True}``.
     """
+    unknown = sorted(set(titles or {}) - set(choices))
+    if unknown:
+        raise ValueError(f"titles= names {unknown}, which are not choices of this explorer ({list(choices)})")
     for choice in choices.values():
         _default(choice)  # a bad choice raises here, in both modes
     if is_static():
-        return _web_explorer(draw, choices, web or {}, web_filter, max_combinations, web_dpi, web_quality)
+        return _web_explorer(draw, choices, web or {}, web_filter, max_combinations, web_dpi, web_quality,
+                             web_width, titles)
     import ipywidgets as w
     from IPython.display import display
 
-    controls = {name: _control(name, choice) for name, choice in choices.items()}
+    controls = {name: _control(name, choice, (titles or {}).get(name)) for name, choice in choices.items()}
     def show(**states: Any) -> None:
         display(draw(**{name: _value(choices[name], state) for name, state in states.items()}))
 

@@ -17,6 +17,19 @@ IGNORED_CONSOLE = (re.compile(r"/favicon\.ico\b"),)
 WARNING_TEXT = re.compile(r"\b[A-Za-z]*Warning\b")
 TRACEBACK_TEXT = re.compile(r"Traceback \(most recent call last\)")
 RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\begin\{")
+# An alt text that is a file name or path (what docutils writes when a picture has none).
+PATH_ALT = re.compile(r"^\S*[/\\]\S*$|\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
+#: The smallest text a figure may show, in CSS pixels (the x-height is about half of it).
+MIN_TEXT_PX = 9.0
+#: The text size of the book's figures: matplotlib's font.size (xai_helpers.plot.STYLE) in points,
+#: drawn at the figure's dpi (100 unless the picture says otherwise with ``data-xai-dpi``).
+FIGURE_FONT_PT = 10.0
+FIGURE_DPI = 100.0
+#: Code lines up to this long must fit their box at desktop width (PEP 8's 79 plus some room).
+MAX_CODE_CHARS = 88
+#: A page with everything it loads (HTML, scripts, styles, fonts, pictures) must weigh less.
+MAX_PAGE_BYTES = 5_000_000
+PDF_NAME = "explaining-cnns.pdf"
 
 
 def site_pages(site_dir: Path) -> list[str]:
@@ -218,29 +231,6 @@ def check_console(driver) -> list[str]:
     return problems
 
 
-def page_weight(site_dir: Path, page: str) -> int:
-    """Bytes of a page's HTML plus the local images it shows (shared theme files not counted)."""
-    site_dir = Path(site_dir)
-    path = site_dir / page
-
-    class Images(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.sources: set[str] = set()
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "img":
-                src = dict(attrs).get("src") or ""
-                if src and not src.startswith(("data:", "http:", "https:")):
-                    self.sources.add(unquote(urldefrag(src)[0]))
-
-    html = path.read_text(encoding="utf-8")
-    parser = Images()
-    parser.feed(html)
-    images = {(path.parent / src).resolve() for src in parser.sources}
-    return len(html.encode("utf-8")) + sum(p.stat().st_size for p in images if p.is_file())
-
-
 def explorer_state(driver, root) -> dict:
     """What one web explorer shows: its key, the picture's src and alt, the controls' values, and the
     pictures (and names) it precomputed, by combination."""
@@ -255,15 +245,285 @@ def explorer_state(driver, root) -> dict:
         """, root)
 
 
+# Visible: laid out with a size and not hidden. Opacity is left out on purpose: sphinx-togglebutton
+# fades a solution in over 0.3 s, but hides and shows it with `visibility` at once.
+_VISIBLE_JS = """
+const visible = e => {
+    if (!e || !e.isConnected) return false;
+    const r = e.getBoundingClientRect();
+    if (r.width <= 0 || r.height <= 0) return false;
+    const s = getComputedStyle(e);
+    return s.visibility !== "hidden" && s.display !== "none";
+};
+const text = e => (e && e.textContent || "").trim().replace(/\\s+/g, " ").slice(0, 80);
+const titleOf = a => text(a.querySelector(":scope > .admonition-title, :scope > summary"));
+const dropdowns = () => Array.from(document.querySelectorAll(".admonition.dropdown"));
+"""
+
+
+def check_solutions_hidden(driver) -> list[str]:
+    """With every toggle closed, nothing of a solution shows: each dropdown shows its title only,
+    every cell tagged ``solution`` sits inside a dropdown, and no cell output follows a closed
+    "Solution ..." dropdown in plain view (a solution cell someone forgot to tag)."""
+    found = driver.execute_script(_VISIBLE_JS + """
+        const out = [];
+        for (const a of dropdowns()) {
+            for (const child of a.children) {
+                if (child.classList.contains("admonition-title")) continue;
+                if (visible(child)) { out.push(`dropdown '${titleOf(a)}' shows its content while closed: ${text(child)}`); break; }
+            }
+            if (!/^solution/i.test(titleOf(a))) continue;
+            for (let n = a.nextElementSibling; n && n.matches(".cell"); n = n.nextElementSibling) {
+                const output = n.querySelector(".cell_output");
+                if (output && visible(output))
+                    out.push(`output of '${titleOf(a)}' in plain view below it: ${text(output)}`);
+            }
+        }
+        for (const cell of document.querySelectorAll(".cell.tag_solution")) {
+            if (!cell.closest(".admonition.dropdown"))
+                out.push(`solution cell outside a dropdown: ${text(cell)}`);
+        }
+        return out;
+        """)
+    return list(found)
+
+
+def check_solutions_open(driver) -> list[str]:
+    """Opening a solution (a click on its title, as a reader does) shows its prose and its cells'
+    outputs and pictures; the solution is closed again afterwards."""
+    found = driver.execute_script(_VISIBLE_JS + """
+        const out = [];
+        for (const a of dropdowns()) {
+            const cells = Array.from(a.querySelectorAll(".cell.tag_solution"));
+            if (!cells.length) continue;
+            const title = a.querySelector(":scope > .admonition-title");
+            if (!title) { out.push(`solution without a title to click: ${text(a)}`); continue; }
+            title.click();
+            const name = titleOf(a);
+            const prose = Array.from(a.children).filter(c => !c.classList.contains("admonition-title") && !c.matches(".cell"));
+            if (prose.length && !prose.some(visible)) out.push(`'${name}' opened, but its text stays hidden`);
+            for (const cell of cells) {
+                if (!visible(cell)) { out.push(`'${name}' opened, but its cell stays hidden: ${text(cell)}`); continue; }
+                for (const output of cell.querySelectorAll(".cell_output"))
+                    if (!visible(output)) out.push(`'${name}' opened, but an output stays hidden: ${text(output)}`);
+                for (const img of cell.querySelectorAll(".cell_output img"))
+                    if (!visible(img) || !(img.complete && img.naturalWidth > 0))
+                        out.push(`'${name}' opened, but a picture does not show: ${img.getAttribute("src")}`);
+            }
+            title.click();
+            if (cells.some(visible)) out.push(`'${name}' does not close again`);
+        }
+        return out;
+        """)
+    return list(found)
+
+
+def _open_everything(driver) -> None:
+    """Open every folded thing on the page (hidden code, dropdowns), so that its layout can be measured."""
+    driver.execute_script("""
+        document.querySelectorAll("details").forEach(d => { d.open = true; });
+        document.querySelectorAll(".toggle-hidden").forEach(e => e.classList.remove("toggle-hidden"));
+        """)
+
+
+def check_code_scroll(driver, max_chars: int = MAX_CODE_CHARS) -> list[str]:
+    """No code block (cell input, literal block, cell output) whose lines have at most ``max_chars``
+    characters needs a horizontal scroll. Opens every folded block to measure it."""
+    _open_everything(driver)
+    found = driver.execute_script("""
+        const max = arguments[0], out = [];
+        for (const pre of document.querySelectorAll("div.highlight pre, .cell_output pre, pre.literal-block")) {
+            if (!pre.getClientRects().length) continue;
+            const lines = pre.textContent.replace(/\\n$/, "").split("\\n");
+            const longest = Math.max(...lines.map(l => l.length));
+            if (longest <= max && pre.scrollWidth > pre.clientWidth + 1)
+                out.push(`code with lines of ${longest} characters scrolls sideways `
+                         + `(${pre.scrollWidth} px in ${pre.clientWidth} px): `
+                         + lines.find(l => l.length === longest).trim().slice(0, 60));
+        }
+        return out;
+        """, max_chars)
+    return list(found)
+
+
+def check_wide_equations(driver) -> list[str]:
+    """Every displayed equation fits its box (none scrolls, none runs into its number)."""
+    found = driver.execute_script("""
+        const out = [];
+        for (const m of document.querySelectorAll("div.math")) {
+            if (!m.getClientRects().length) continue;
+            const box = m.querySelector("mjx-container") || m;
+            for (const e of new Set([box, m])) {
+                if (e.scrollWidth > e.clientWidth + 1) {
+                    const number = ((m.querySelector(".eqno") || {}).textContent || "").replace("#", "").trim();
+                    out.push(`equation ${number || m.id || ""} is wider than its box `
+                             + `(${e.scrollWidth} px in ${e.clientWidth} px)`);
+                    break;
+                }
+            }
+        }
+        return out;
+        """)
+    return list(found)
+
+
+def check_alt_text(driver) -> list[str]:
+    """Every picture has an alt text, and none is a file path (what a screen reader would read)."""
+    found = driver.execute_script("""
+        return Array.from(document.images, i => [i.getAttribute("src") || "", i.getAttribute("alt"),
+               !!i.closest(".cell_output, figure, .xai-explorer")]);
+        """)
+    problems = []
+    for src, alt, is_figure in found:
+        if alt is None or (is_figure and not alt.strip()):
+            problems.append(f"picture without alt text: {src[:80]}")
+        elif PATH_ALT.search(alt.strip()):
+            problems.append(f"alt text is a path: {alt[:80]!r}")
+    return problems
+
+
+def check_figure_sizes(driver, min_text_px: float = MIN_TEXT_PX) -> list[str]:
+    """Figures are never blown up beyond their natural size, their text stays at least
+    ``min_text_px`` high as shown, and explorers fill the column. Opens every folded block."""
+    _open_everything(driver)
+    found = driver.execute_script("""
+        const out = [];
+        const images = document.querySelectorAll(".cell_output img, figure img, img.xai-explorer-image");
+        for (const img of images) {
+            const r = img.getBoundingClientRect();
+            if (!r.width || !img.naturalWidth) continue;
+            const dpi = Number(img.dataset.xaiDpi || 0) || null;
+            const explorer = img.closest(".xai-explorer");
+            out.push({src: (img.getAttribute("src") || "").slice(0, 60), alt: (img.alt || "").slice(0, 60),
+                      natural: img.naturalWidth, shown: r.width, dpi: dpi,
+                      column: explorer ? explorer.clientWidth : null});
+        }
+        return out;
+        """)
+    problems = []
+    for image in found:
+        name = image["alt"] or image["src"]
+        scale = image["shown"] / image["natural"]
+        if scale > 1.02:
+            problems.append(f"picture blown up {scale:.2f}x ({image['natural']} px shown at "
+                            f"{image['shown']:.0f} px): {name}")
+        dpi = image["dpi"] or FIGURE_DPI
+        text_px = FIGURE_FONT_PT * dpi / 72 * scale
+        if text_px < min_text_px:
+            problems.append(f"figure text {text_px:.1f} px high as shown ({image['natural']} px wide "
+                            f"at {dpi:g} dpi, shown at {image['shown']:.0f} px): {name}")
+        if image["column"] and image["shown"] < image["column"] - 2:
+            problems.append(f"explorer narrower than the column ({image['shown']:.0f} of "
+                            f"{image['column']} px): {name}")
+    return problems
+
+
+def check_single_search(driver) -> list[str]:
+    """At most one search field shows in the page's header and sidebar (no empty second bar; the
+    search page's own form, in the article, is not counted)."""
+    count = driver.execute_script(_VISIBLE_JS + """
+        return Array.from(document.querySelectorAll(".search-button-field, form.bd-search"))
+            .filter(e => !e.closest("dialog, article, .bd-search-container") && visible(e)).length;
+        """)
+    return [] if count <= 1 else [f"{count} search fields show at once"]
+
+
+def check_phone_menu(driver, timeout: float = 3.0) -> list[str]:
+    """At phone width (the caller sets it): one menu button shows, and tapping it opens the
+    chapter list on top of the page."""
+    import time
+
+    buttons = [b for b in driver.find_elements("css selector", ".primary-toggle") if b.is_displayed()]
+    if len(buttons) != 1:
+        return [f"{len(buttons)} menu buttons show at phone width (expected 1)"]
+    buttons[0].click()
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = driver.execute_script(_VISIBLE_JS + """
+            return Array.from(document.querySelectorAll(".bd-docs-nav a, nav.bd-links a, .bd-sidenav a"))
+                .filter(a => {
+                    if (!visible(a)) return false;
+                    const r = a.getBoundingClientRect();
+                    if (r.left < 0 || r.right > innerWidth || r.top < 0 || r.bottom > innerHeight) return false;
+                    const top = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+                    return !!top && (top === a || a.contains(top));
+                }).length;
+            """)
+        if shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return [] if shown else ["the menu button does not open the chapter list"]
+
+
+def check_pdf_link(driver, site_dir: Path, base_url: str) -> list[str]:
+    """The page links the book's PDF, and the link leads to a PDF file in the site."""
+    hrefs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('a[href]'), a => a.href).filter(h => /\\.pdf(#|$)/.test(h));")
+    book = [h for h in hrefs if urldefrag(h)[0].endswith("/" + PDF_NAME)]
+    if not book:
+        return [f"no link to the book's PDF ({PDF_NAME})"]
+    problems = []
+    for href in sorted(set(book)):
+        if not href.startswith(base_url):
+            problems.append(f"the PDF link leaves the site: {href}")
+            continue
+        target = Path(site_dir) / unquote(urlparse(href).path).lstrip("/")
+        if not target.is_file() or target.read_bytes()[:5] != b"%PDF-":
+            problems.append(f"the PDF link leads to no PDF: {href}")
+    return problems
+
+
+def check_no_failure_banner(driver) -> list[str]:
+    """No banner of a chapter whose code failed (book/_ext/xai_book_failures.py)."""
+    texts = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.xai-run-failed'), e => e.textContent.trim().replace(/\\s+/g, ' '));")
+    return [f"the page says its code failed: {t[:160]}" for t in texts]
+
+
+def loaded_bytes(driver) -> dict[str, int]:
+    """What the page loaded, by URL: the document and every resource (scripts, styles, fonts,
+    pictures), as the browser's resource timing reports their bodies."""
+    entries = driver.execute_script("""
+        const size = e => e.encodedBodySize || e.transferSize || e.decodedBodySize || 0;
+        return performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource"))
+            .map(e => [e.name, size(e)]);
+        """)
+    sizes: dict[str, int] = {}
+    for url, size in entries:
+        sizes[url] = max(sizes.get(url, 0), int(size))
+    return sizes
+
+
+def check_page_weight(driver, limit: int = MAX_PAGE_BYTES) -> list[str]:
+    """Everything the page loaded on a first visit (shared theme files, MathJax and fonts included)
+    weighs less than ``limit`` bytes."""
+    sizes = loaded_bytes(driver)
+    total = sum(sizes.values())
+    if total < limit:
+        return []
+    heaviest = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
+    listed = ", ".join(f"{urlparse(u).path.rsplit('/', 1)[-1][:40]} {s / 1e6:.2f} MB" for u, s in heaviest)
+    return [f"the page loads {total / 1e6:.2f} MB (limit {limit / 1e6:.2f} MB); heaviest: {listed}"]
+
+
 def page_problems(driver, url: str, site_dir: Path, base_url: str) -> list[str]:
-    """Open ``url`` and run every check on it."""
+    """Open ``url`` and run every check on it, at desktop width. The checks that look at closed
+    toggles come first; the ones that open them (to click or to measure) come last."""
     open_page(driver, url)
-    return (
+    problems = (
         check_outputs(driver)
         + check_images(driver)
         + check_links(driver, site_dir, base_url)
         + check_math(driver)
         + check_mathjax_local(driver, base_url)
         + check_local_resources(driver, base_url)
+        + check_solutions_hidden(driver)
+        + check_alt_text(driver)
+        + check_single_search(driver)
+        + check_pdf_link(driver, site_dir, base_url)
+        + check_no_failure_banner(driver)
+        + check_page_weight(driver)
+        + check_solutions_open(driver)
         + check_console(driver)
     )
+    return problems + check_code_scroll(driver) + check_wide_equations(driver) + check_figure_sizes(driver)

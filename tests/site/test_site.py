@@ -1,13 +1,23 @@
 """The built website, opened page by page in headless Chromium.
 
 Run by ``make test-site`` after the strict build (``make test-book``). The site folder comes from
-``XAI_SITE_DIR`` (default ``_build/html``). On every page: no error, traceback or stderr output, no
-warning text in cell outputs, every image loads, every internal link and anchor resolves, math is
-typeset by the site's own MathJax, nothing is loaded from outside the site, and the console is
-clean. Every page weighs under 5 MB with its images. Every web explorer (``xai_helpers.widgets``) swaps in the
-picture precomputed for the combination its controls show. Screenshots of the landing page, of
-one chapter, of an explorer after a change and of an opened solution go to ``XAI_SCREENSHOT_DIR``
-(default ``_build/screenshots``; ``make screenshots`` refreshes the ones in ``docs/screenshots/``).
+``XAI_SITE_DIR`` (default ``_build/html``). On every page (``sitecheck.page_problems``): no error,
+traceback or stderr output, no warning text in cell outputs, every image loads, every internal link
+and anchor resolves, math is typeset by the site's own MathJax, nothing is loaded from outside the
+site, and the console is clean; with every toggle closed no solution shows, and opening a solution
+shows its outputs; every picture has an alt text that is not a path; one search field; a link to
+the book's PDF; no banner of a failed chapter; everything the page loads (shared theme files,
+MathJax and fonts included) weighs under 5 MB; code whose lines have at most 88 characters needs
+no sideways scroll, no displayed equation is wider than its box, no figure is blown up, figure text
+stays at least 9 px high as shown, and explorers fill the column. At phone width the menu button
+opens the chapter list. Every web explorer (``xai_helpers.widgets``) swaps in the picture
+precomputed for the combination its controls show. Screenshots at desktop and phone width go to
+``XAI_SCREENSHOT_DIR`` (default ``_build/screenshots``; ``make screenshots`` refreshes the ones in
+``docs/screenshots/``).
+
+The same test runs on any Jupyter Book built with the book's extensions, such as the small
+fixture book of tests/site/fixture_book (``XAI_SITE_DIR=...``): the tests that need the book's own
+chapters (explorers, Colab buttons, screenshots of chapter 9) are skipped on another site.
 """
 from __future__ import annotations
 
@@ -18,14 +28,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sitecheck import check_console, explorer_state, open_page, page_problems, page_weight, site_pages
+from sitecheck import (
+    PDF_NAME,
+    check_console,
+    check_phone_menu,
+    explorer_state,
+    open_page,
+    page_problems,
+    site_pages,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = Path(os.environ.get("XAI_SITE_DIR", ROOT / "_build" / "html")).resolve()
 SCREENSHOTS = Path(os.environ.get("XAI_SCREENSHOT_DIR", ROOT / "_build" / "screenshots")).resolve()
 PAGES = site_pages(SITE) if SITE.is_dir() else []
 EXPLORER_PAGES = [p for p in PAGES if 'class="xai-explorer"' in (SITE / p).read_text(encoding="utf-8")]
-MAX_PAGE_BYTES = 5_000_000
+PHONE = (420, 900)
 
 if "XAI_SITE_DIR" not in os.environ and not (SITE / "index.html").is_file():
     # A plain `pytest` before any build; `make test-site` always sets XAI_SITE_DIR, and fails instead.
@@ -49,6 +67,20 @@ def _toc_files(node) -> list[str]:
 
 def _config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def _is_the_book() -> bool:
+    """The site was built from this repository's book: its landing page carries the book's title
+    (the ``html_title`` that ends each page's ``<title>``)."""
+    landing = SITE / "intro.html"
+    if not landing.is_file():
+        return False
+    title = re.search(r"<title>(.*?)</title>", landing.read_text(encoding="utf-8"), re.DOTALL)
+    return bool(title) and title.group(1).strip().endswith(str(_config()["title"]))
+
+
+THE_BOOK = SITE.is_dir() and _is_the_book()
+book_only = pytest.mark.skipif(not THE_BOOK, reason="needs the book's own chapters (another site)")
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +110,50 @@ def test_page(browser, site, page):
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_weight(page):
-    """The HTML document with every picture it shows, embedded (explorers) or linked (figures), under 5 MB."""
-    html = (SITE / page).stat().st_size
-    weight = page_weight(SITE, page)
-    assert weight >= html
-    assert weight < MAX_PAGE_BYTES, f"{page} weighs {weight / 1e6:.2f} MB with its images ({html / 1e6:.2f} MB of HTML)"
+@pytest.fixture
+def phone(browser):
+    """The browser at phone width (420 x 900 CSS pixels, a touch device) for one test."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})
+    try:
+        yield browser
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def _phone_pages() -> list[str]:
+    """The landing page, the first and the last chapter (on another site: its first two pages)."""
+    landing = [p for p in ("intro.html", "index.html") if p in PAGES][:1]
+    chapters = [p for p in PAGES if re.match(r"\d\d_", p)]
+    if not chapters:
+        chapters = [p for p in PAGES if p not in landing and p not in ("genindex.html", "search.html")][:2]
+    return landing + sorted(set(chapters[:1] + chapters[-1:]))
+
+
+@pytest.mark.parametrize("page", _phone_pages())
+def test_phone_menu_opens_the_chapter_list(phone, site, page):
+    """At 420 px the menu button shows, and a tap on it opens the chapter list."""
+    open_page(phone, site.url(page))
+    width = phone.execute_script("return window.innerWidth;")
+    assert width == PHONE[0], f"the phone viewport is {width} px wide"
+    problems = check_phone_menu(phone)
+    assert not problems, f"{page}: {problems}"
+
+
+def test_the_pdf_link_leads_to_the_built_pdf():
+    """Every page links explaining-cnns.pdf (sitecheck.check_pdf_link). Here: when ``make pdf`` has
+    built the book's PDF beside this site, the site serves that PDF and not an older one or the
+    stand-in (book/_ext/xai_book_html.py)."""
+    served = SITE / PDF_NAME
+    assert served.is_file() and served.read_bytes()[:5] == b"%PDF-", f"no {PDF_NAME} in the site"
+    built = SITE.parent / "latex" / PDF_NAME
+    if os.environ.get("XAI_PDF_REQUIRED") and not built.is_file():
+        pytest.fail(f"no {built}: run `make pdf`")
+    if built.is_file():
+        assert served.read_bytes() == built.read_bytes(), f"{served} is not the PDF in {built}: run `make pdf`"
+
+
+@book_only
 def test_the_book_has_web_explorers():
     """Not vacuous: the chapters that use ``explore`` show web explorers."""
     for chapter in ("02_", "06_", "09_", "10_", "12_"):
@@ -113,6 +180,7 @@ def _change(browser, control) -> None:
             control.send_keys(Keys.ARROW_RIGHT)
 
 
+@book_only
 @pytest.mark.parametrize("page", EXPLORER_PAGES)
 def test_explorers_show_the_precomputed_picture(browser, site, page):
     """For each explorer and each control with a choice: change it, and the picture shown is the one
@@ -151,6 +219,7 @@ def _is_notebook_chapter(page: str) -> bool:
     return source.is_file() and source.read_text(encoding="utf-8").startswith("---\njupytext:")
 
 
+@book_only
 @pytest.mark.parametrize("page", [p for p in PAGES if _is_notebook_chapter(p)])
 def test_colab_button_opens_the_notebook(browser, site, page):
     """The launch button links to the chapter's .ipynb in the repository (Colab cannot open .md)."""
@@ -189,9 +258,12 @@ def _screenshot(driver, url: str, path: Path, height: int, scroll_to: str | None
         driver.set_window_size(width, 1000)
 
 
+@book_only
 def test_screenshots(browser, site):
-    """landing.png (the landing page), chapter.png (a chapter with figure and math), explorer.png
-    (chapter 9's web explorer after a menu changed) and solution.png (an opened solution)."""
+    """At desktop width: landing.png (the landing page), chapter.png (a chapter with figure and
+    math), explorer.png (chapter 9's web explorer after a menu changed) and solution.png (an opened
+    solution). At phone width: landing-phone.png, chapter-phone.png and menu-phone.png (the menu
+    opened)."""
     landing = "intro.html" if "intro.html" in PAGES else "index.html"
     _screenshot(browser, site.url(landing), SCREENSHOTS / "landing.png", 1000)
     chapters = [p for p in PAGES if re.match(r"\d\d_", p)]
@@ -234,11 +306,27 @@ def test_screenshots(browser, site):
 
     _screenshot(browser, site.url(chapter if chapter.startswith("09_") else explorer_page),
                 SCREENSHOTS / "solution.png", 1000, scroll_to="[data-xai-shot]", before=open_solution)
-    for name in ("landing.png", "chapter.png", "explorer.png", "solution.png"):
+
+    # At phone width (420 px): the landing page, the chapter at its first equation, the menu opened.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})
+    try:
+        _screenshot(browser, site.url(landing), SCREENSHOTS / "landing-phone.png", PHONE[1])
+        _screenshot(browser, site.url(chapter), SCREENSHOTS / "chapter-phone.png", PHONE[1], scroll_to="div.math")
+
+        def open_menu(driver) -> None:
+            assert check_phone_menu(driver) == [], "the menu did not open"
+
+        _screenshot(browser, site.url(chapter), SCREENSHOTS / "menu-phone.png", PHONE[1], before=open_menu)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    for name in ("landing.png", "chapter.png", "explorer.png", "solution.png",
+                 "landing-phone.png", "chapter-phone.png", "menu-phone.png"):
         data = (SCREENSHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{name} looks empty"
 
 
+@book_only
 def test_math_is_typeset_offline(browser, site):
     """Not vacuous: the book has math, and the site's own MathJax turns it into mjx-container elements."""
     math_pages = [p for p in PAGES if 'class="math' in (SITE / p).read_text(encoding="utf-8")]
