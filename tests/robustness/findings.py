@@ -295,26 +295,40 @@ def localisation(seed: int) -> Claims:
     for other in ["grad_cam", "guided_backprop"]:
         gain = paired_difference_interval(shares["guided_grad_cam"], shares[other])
         claims[f"energy guided_grad_cam - {other} low"] = above(gain.low, 0.0)
-    claims["energy guided_grad_cam - grad_cam low (0.1)"] = above(paired_difference_interval(shares["guided_grad_cam"], shares["grad_cam"]).low, 0.1)
-    # Exercise 4: a tolerance of 4 pixels.
+    # Exercise 2: a tolerance of 4 pixels.
     tolerant = {name: pointing_game(m, masks, tolerance=4).float().mean() for name, m in maps.items()}
     gain = {name: float(tolerant[name] - hits[name].mean()) for name in maps}
-    ranked = sorted((n for n in gain if n != "brightness"), key=gain.get, reverse=True)
-    claims["saliency gain rank (top 2)"] = below(ranked.index("saliency"), 1.5)
-    claims["saliency gain"] = above(gain["saliency"], 0.3)
-    claims["saliency strict pointing"] = below(hits["saliency"].mean(), 0.65)
-    claims["saliency tolerant"] = above(tolerant["saliency"], 0.88)
+    claims["saliency gain"] = above(gain["saliency"], 0.2)
+    claims["saliency tolerant"] = above(tolerant["saliency"], 0.85)
     for c in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam", "guided_backprop", "guided_grad_cam"]:
-        claims[f"{c} tolerant"] = above(tolerant[c], 0.95)
-    claims["IG strict pointing"] = above(hits["integrated_gradients"].mean(), 0.7)
+        claims[f"{c} tolerant"] = above(tolerant[c], 0.9)
+    claims["IG strict pointing"] = above(hits["integrated_gradients"].mean(), 0.8)
     claims["IG gain"] = below(gain["integrated_gradients"], 0.15)
-    claims["saliency gain - IG gain"] = above(gain["saliency"] - gain["integrated_gradients"], 0.25)
-    claims["saliency gain - score_cam gain"] = above(gain["saliency"] - gain["score_cam"], 0.15)
-    claims["score_cam tolerant"] = below(tolerant["score_cam"], 0.8)
+    claims["saliency gain - IG gain"] = above(gain["saliency"] - gain["integrated_gradients"], 0.2)
+    claims["saliency gain - score_cam gain"] = above(gain["saliency"] - gain["score_cam"], 0.05)
+    claims["score_cam tolerant"] = below(tolerant["score_cam"], 0.7)
+    misses = ~hits["score_cam"].bool()
+    blank_maps = maps["score_cam"].flatten(1).amax(1) == 0
+    rescued = pointing_game(maps["score_cam"], masks, tolerance=4)[blank_maps]
+    claims["score_cam blank share of misses"] = above(float((blank_maps & misses).sum() / misses.sum()), 0.6)
+    claims["score_cam blank rescued share"] = below(float(rescued.float().mean()), 0.15)
+    random = torch.rand(masks.shape, generator=torch.Generator().manual_seed(0))
+    claims["random gain"] = above(float(pointing_game(random, masks, tolerance=4).float().mean()
+                                        - pointing_game(random, masks).float().mean()), 0.15)
     # Randomisation, top-down cascade: Spearman after the top step (fc) and after all four.
     result = sanity.model_randomization_test(model, x[:16], y[:16], methods, CASCADE, seed=0)
     for name, rho in result.spearman.items():
-        claims[f"spearman after fc: {name}"] = measured(rho[1].mean())
+        top = float(rho[1].mean())
+        if name in ("grad_cam", "hires_cam", "score_cam", "guided_grad_cam"):
+            claims[f"|spearman after fc|: {name}"] = below(abs(top), 0.5)
+        elif name in ("grad_cam_plus_plus", "layer_cam"):
+            claims[f"spearman after fc: {name}"] = above(top, 0.85)
+        elif name in ("guided_backprop", "lrp"):
+            claims[f"spearman after fc: {name}"] = above(top, 0.7)
+        elif name in ("saliency", "smoothgrad", "integrated_gradients", "gradient_x_input", "deeplift"):
+            claims[f"spearman after fc: {name}"] = above(top, 0.3)
+        else:
+            claims[f"spearman after fc: {name}"] = measured(top)
         claims[f"spearman after all: {name}"] = measured(rho[-1].mean())
     return claims
 
@@ -336,7 +350,9 @@ def cued(seed: int) -> Claims:
     share = float(masks.float().mean())
     for name, method in shape_methods().items():
         e = float(energy_in_mask(method(net, cued_test.images[right], cued_test.labels[right]), masks).mean())
-        claims[f"energy / object share: {name}"] = below(e / share, 1.75)
+        multiplying = name in ("gradient_x_input", "integrated_gradients", "deeplift")
+        cam = name in ("grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam")
+        claims[f"energy / object share: {name}"] = below(e / share, 1.75 if multiplying else 0.8 if cam else 1.0)
     return claims
 
 
@@ -362,8 +378,9 @@ def shortcut(seed: int) -> Claims:
             "fixed / biased energy": above(f["energy"] / b["energy"], 2.0),
             "fixed energy / object share": above(f["energy"] / object_share, 2.0),
             "fixed - biased peak": above(f["peak"] - b["peak"], 0.3),
-            "partly: with cue": above(p["cued"], 0.95), "partly: without cue": above(p["clean"], 0.8),
-            "partly energy / object share": above(p["energy"] / object_share, 2.5),
+            "partly: with cue": above(p["cued"], 0.95), "partly: without cue": above(p["clean"], 0.65),
+            "fixed - partly, without cue": above(f["clean"] - p["clean"], 0.0),
+            "partly energy / object share": above(p["energy"] / object_share, 2.0),
             "partly / biased energy": above(p["energy"] / b["energy"], 2.0)}
 
 
@@ -391,9 +408,10 @@ def my_cnn(seed: int) -> Claims:
     model = torch.nn.Sequential(Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), MyCNN(num_classes=3))
     train_classifier(model, train.images, train.labels, epochs=12, seed=seed)
     maps = registry.attribute("grad_cam", model, test.images, predict(model, test.images), layer="1.features")
-    return {"accuracy": above(accuracy(model, test.images, test.labels), 0.5),
-            "energy on the object": above(energy_in_mask(maps, test.masks).mean(), 0.5),
-            "peak on the object": above(pointing_game(maps, test.masks).float().mean(), 0.9)}
+    share = float(test.masks.float().mean())
+    return {"accuracy": above(accuracy(model, test.images, test.labels), 0.4),
+            "energy / object share": above(energy_in_mask(maps, test.masks).mean() / share, 3.0),
+            "peak on the object": above(pointing_game(maps, test.masks).float().mean(), 0.45)}
 
 
 # ----------------------------------------------------------------------------- 6. whole chapters that train from many starts
@@ -420,8 +438,10 @@ def run_chapter(name: str) -> None:
 
 
 def whole_chapter(name: str) -> Callable[[int], Claims]:
-    """A finding for a chapter that already trains from many random starts (NumPy, a few seconds): run it
-    once per numerical setting (seed 0 only) and claim that every one of its asserts holds."""
+    """A finding for a chapter whose claims rest on seeded noise or on many random starts that the
+    chapter itself runs (the NumPy chapters, SmoothGrad's noise, feature visualisation's random
+    starts): run the whole chapter once per numerical setting (seed 0 only) and claim that every one
+    of its asserts holds."""
     def run(seed: int) -> Claims:
         if seed != 0:
             return {}
@@ -434,5 +454,6 @@ def whole_chapter(name: str) -> Callable[[int], Claims]:
     return run
 
 
-for _number, _name in [("3", "03_perceptron"), ("4", "04_mlp_xor"), ("5", "05_backpropagation")]:
+for _number, _name in [("2", "02_gradient_descent"), ("3", "03_perceptron"), ("4", "04_mlp_xor"),
+                       ("5", "05_backpropagation"), ("10", "10_guided_methods"), ("12", "12_feature_visualisation")]:
     finding(f"{_number}: the whole chapter ({_name})")(whole_chapter(_name))
