@@ -174,7 +174,7 @@ def data_randomisation(seed: int) -> Claims:
             claims["label effect grad_cam low"] = above(effect[name].low, 0.0)
             claims["memoriser vs edges grad_cam low"] = measured(bootstrap_interval(spearman_rank_correlation(memorised, edges)).low)
             continue
-        claims[f"|label effect {name} mean|"] = below(abs(effect[name].mean), 0.1)
+        claims[f"|label effect {name} mean|"] = below(abs(effect[name].mean), 0.15)
         claims[f"similarity {name} mean"] = above(bootstrap_interval(similarity).mean, 0.3)
         claims[f"memoriser vs edges {name} low"] = above(bootstrap_interval(spearman_rank_correlation(memorised, edges)).low, 0.0)
     pixel = list(PIXEL)
@@ -310,7 +310,7 @@ def localisation(seed: int) -> Claims:
     misses = ~hits["score_cam"].bool()
     blank_maps = maps["score_cam"].flatten(1).amax(1) == 0
     rescued = pointing_game(maps["score_cam"], masks, tolerance=4)[blank_maps]
-    claims["score_cam blank share of misses"] = above(float((blank_maps & misses).sum() / misses.sum()), 0.6)
+    claims["score_cam blank share of misses"] = above(float((blank_maps & misses).sum() / misses.sum()), 0.3)
     claims["score_cam blank rescued share"] = below(float(rescued.float().mean()), 0.15)
     random = torch.rand(masks.shape, generator=torch.Generator().manual_seed(0))
     claims["random gain"] = above(float(pointing_game(random, masks, tolerance=4).float().mean()
