@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated findings (substrings of their names)")
     parser.add_argument("--out", default="_build/robustness.jsonl", help="JSON lines, one per (finding, seed, setting)")
     parser.add_argument("--table", metavar="LOG", help="print the table of an earlier run's log and stop")
+    parser.add_argument("--resume", action="store_true", help="skip the (finding, seed, setting) runs already in --out")
+    parser.add_argument("--skip", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
@@ -64,11 +66,11 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from findings import run_findings
 
-        run_findings(args.only, seeds)
+        run_findings(args.only, seeds, {tuple(k.split("|")) for k in args.skip.split(";") if k})
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = []
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if args.resume and out.exists() else []
     with out.open("a") as log:
         for setting in args.settings.split(","):
             env = dict(os.environ, **SETTINGS[setting], PYTHONHASHSEED="0")
@@ -76,7 +78,9 @@ def main() -> None:
             workers = 2 if SETTINGS[setting].get("OMP_NUM_THREADS") == "1" and len(seeds) > 1 else 1
             shares = [",".join(map(str, seeds[k::workers])) for k in range(workers)]
             start = time.perf_counter()
-            procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--seeds", share, "--only", args.only],
+            skip = ";".join(f"{r['finding']}|{r['seed']}" for r in records if r["setting"] == setting)
+            procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--seeds", share, "--only", args.only,
+                                       "--skip", skip],
                                       env=env, stdout=subprocess.PIPE, text=True) for share in shares]
             lines = queue.Queue()
             readers = [threading.Thread(target=lambda p=p: [lines.put(line) for line in p.stdout] + [lines.put(None)])

@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import registry
 from ..core import find_last_conv_layer
+from ..cost import count_passes
 from ..stats import Interval, bootstrap_interval, t_interval
 from .checks import Check, Context, get_check, image_seed
 from .checks import checks as registered_checks
@@ -110,7 +111,7 @@ def measure_images(model: nn.Module, images: Iterable[tuple[str, torch.Tensor | 
     can resume. Errors of a method on an image are recorded in its rows and never stop the run.
     """
     chosen = list(checks_to_run) if checks_to_run is not None else registered_checks()
-    done, settings = store.done(), dict(settings or {})
+    done, settings = store.done(), dict(settings or {}) | {"seed": seed}
     start, seen = time.perf_counter(), 0
     for image_id, x in images:
         seen += 1
@@ -126,14 +127,19 @@ def measure_images(model: nn.Module, images: Iterable[tuple[str, torch.Tensor | 
                 continue
             heatmap = _with_seed(method, image_seed(image_id, method.title, "map", seed))
             try:
-                base_map = heatmap(model, x, [target]).detach()
+                with count_passes(model) as passes:
+                    base_map = heatmap(model, x, [target]).detach()
             except Exception as err:                      # the method refuses this model or image: record it
                 for c in todo:
                     store.add(Row(image_id, method.title, c.name, math.nan, {}, "error", f"{type(err).__name__}: {err}"))
                 continue
+            cache: dict[str, Any] = {}                    # shared by the checks of this image and method
             for c in todo:
-                ctx = Context(model, x, target, heatmap, method.name, method.options,
-                              image_seed(image_id, method.title, c.name, seed), base_map, mask, settings)
+                # One seed per image and check, the same for every method: every method of an image is
+                # judged against the same randomised weights, noise and random ranking (a paired comparison).
+                ctx = Context(model, image_id, x, target, heatmap, method.name, method.options,
+                              image_seed(image_id, "every method", c.name, seed), base_map, mask, settings,
+                              float(passes.per_image(1)), cache)
                 try:
                     result = c.measure(ctx)
                     store.add(Row(image_id, method.title, c.name, float(result.pop("value")), result))
@@ -361,8 +367,9 @@ def trust_report(
     :func:`report_methods`. ``masks [N, H, W]`` bool: where each image's object is (adds the
     localisation check). ``checks``: names of :func:`~xai_helpers.report.checks.checks` (default
     all). ``store``: where per-image results go (default in memory; a file makes the run resumable).
-    ``settings``: the checks' settings (``cascade_steps``, ``shift``, ``step``, ``baseline``,
-    ``radius``, ``noise_samples``). The model is left as it was. See the module docstring for what
+    ``settings``: the checks' settings (``cascade_steps`` (default 1: the top layer), ``shift``
+    (0.2), ``step`` (1/8 of the pixels), ``baseline`` (``"blur"``), ``radius`` (2/255),
+    ``noise_samples`` (4)). The model is left as it was. See the module docstring for what
     the report can and cannot tell.
     """
     if images.dim() != 4:
