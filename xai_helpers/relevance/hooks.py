@@ -115,11 +115,11 @@ def relevance_rules(model: nn.Module, composite: Composite | None = None, *, mod
     ``state.recording = True`` and no gradient; the activations' reference values are recorded).
 
     Eval mode and frozen parameters (:func:`~xai_helpers.core.explaining`), batch norm merged
-    (:func:`merge_batchnorm`, LRP only), and forward hooks: on each linear/pooling layer its rule;
-    on each activation a pre-hook that hands it a copy of its input (so ``inplace=True`` cannot
-    overwrite the pre-activation) and a hook that sets its backward multiplier; on the first
-    linear layer a pre-hook that makes its input the graph leaf. All of it is undone on exit, even
-    after an error.
+    (:func:`~xai_helpers.relevance.canonizers.merge_batchnorm`, LRP only), and forward hooks: on
+    each linear/pooling layer its rule; on each activation a pre-hook that hands it a copy of its
+    input (so ``inplace=True`` cannot overwrite the pre-activation) and a hook that sets its
+    backward multiplier; on the first linear layer a pre-hook that makes its input the graph leaf.
+    All of it is undone on exit, even after an error.
     """
     if mode not in ("lrp", "deeplift"):
         raise ValueError(f"mode must be 'lrp' or 'deeplift', got {mode!r}")
