@@ -79,6 +79,29 @@ def test_registry_knows_every_method_once_with_its_facts():
     assert all(m.space == "map" for m in registry.methods(space="map"))
 
 
+def test_a_method_in_a_new_module_registers_itself(tmp_path, monkeypatch):
+    # The registry imports every module of xai_helpers.methods (pkgutil.iter_modules): a new module
+    # there needs no list to be extended. Here the package's path gains a folder with one more module.
+    import sys
+
+    import xai_helpers.methods
+
+    (tmp_path / "doubled.py").write_text(
+        "from xai_helpers.registry import register\n"
+        "@register('doubled_input', title='2x', space='input', needs_layer=False, cost='none',"
+        " family='gradient', reference='none')\n"
+        "def doubled_input(model, x, target):\n"
+        "    return 2 * x.detach()\n")
+    monkeypatch.setattr(xai_helpers.methods, "__path__", [*xai_helpers.methods.__path__, str(tmp_path)])
+    try:
+        assert "doubled_input" in [m.name for m in registry.methods()]
+        x = torch.rand(1, 3, 4, 4)
+        assert torch.equal(registry.attribute("doubled_input", nn.Identity(), x, 0), 2 * x)
+    finally:
+        registry._REGISTRY.pop("doubled_input", None)
+        sys.modules.pop("xai_helpers.methods.doubled", None)
+
+
 def test_lookup_errors_name_the_fix():
     with pytest.raises(KeyError, match="Did you mean 'grad_cam'"):
         registry.get("gradcam")
