@@ -45,6 +45,11 @@ The mechanism: inside :func:`relu_rule` a :class:`torch.overrides.TorchFunctionM
 torch function call. Activation modules call the functional ops, so this one mechanism covers
 modules and functional calls alike; each recognised call is computed by :class:`_RuleFunction`,
 whose forward is the activation and whose backward is the rule. Nothing on the model is changed.
+
+The activations' local derivatives ``f'`` are written once, here (:func:`local_derivative`): LRP and
+DeepLIFT (:mod:`xai_helpers.relevance.hooks`) take theirs from it too. The rules of layer-wise
+relevance propagation, which act on linear layers rather than activations, are in
+:mod:`xai_helpers.relevance.rules`.
 """
 from __future__ import annotations
 
