@@ -126,12 +126,24 @@ def register(
     return add
 
 
+_LOADED_PATH: tuple[str, ...] | None = None    # the package path whose modules are all imported
+
+
 def _load() -> None:
-    """Import every module of :mod:`xai_helpers.methods`, so that each method registers itself."""
+    """Import every module of :mod:`xai_helpers.methods`, so that each method registers itself.
+
+    The folders are listed once (again only if the package's path changes), so that looking a
+    method up costs no file-system access.
+    """
+    global _LOADED_PATH
     from . import methods as package
 
-    for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
+    path = tuple(package.__path__)
+    if path == _LOADED_PATH:
+        return
+    for info in pkgutil.iter_modules(path, prefix=f"{package.__name__}."):
         importlib.import_module(info.name)
+    _LOADED_PATH = path
 
 
 def methods(*, family: str | None = None, space: Space | None = None) -> list[Method]:
