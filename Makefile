@@ -1,7 +1,7 @@
 # Two commands do all of the setup on a fresh machine:
 #   make book   builds the website, every chapter executed  -> _build/html/index.html
 #   make pdf    builds the same book as one PDF              -> _build/latex/explaining-cnns.pdf
-#   make test   unit tests, the type checker, the wheel in a fresh venv, every chapter under nbval,
+#   make test   unit tests, the type checker, the linter, the wheel in a fresh venv, every chapter under nbval,
 #               a strict book build, the PDF, the browser test, the Colab-start simulation
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,7 +19,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # (xai_helpers.training.train_small_cnn); emptied at the start of every run that executes the book.
 export XAI_MODEL_CACHE := $(ROOT)/_build/models
 
-.PHONY: venv book pdf latex-tools test test-robustness test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
+.PHONY: venv book pdf latex-tools test test-robustness test-unit typecheck lint test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -95,7 +95,7 @@ latex-tools:
 	  echo "== installing" $$missing "(Debian packages)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 
-test: test-unit typecheck test-wheel test-api test-notebooks test-book test-pdf test-site test-colab
+test: test-unit typecheck lint test-wheel test-api test-notebooks test-book test-pdf test-site test-colab
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs --ignore=tests/pdf
@@ -103,6 +103,10 @@ test-unit: $(STAMP)
 # The type checker, configured in pyproject.toml ([tool.mypy]).
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
+
+# The linter, configured in pyproject.toml ([tool.ruff]): pycodestyle, pyflakes, import order.
+lint: $(STAMP)
+	$(BIN)/ruff check xai_helpers tests benchmarks
 
 # The wheel, built from a snapshot of the working tree, installed into a fresh venv outside the
 # repository (dependencies seen from .venv, no download) and run there (about 20 s).

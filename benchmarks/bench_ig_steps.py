@@ -19,15 +19,17 @@ from collections.abc import Callable
 import torch
 
 from xai_helpers.data import SAMPLE_IMAGES, sample_image
-from xai_helpers.integrated import integrated_gradients
+from xai_helpers.methods.integrated import integrated_gradients
 from xai_helpers.models import efficientnet_lite0
 
+IG = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 
-def quadratures(model: torch.nn.Module, batch_size: int) -> dict[str, Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]]:
+
+def quadratures(model: torch.nn.Module, chunk_size: int) -> dict[str, IG]:
     """name -> ``ig(x, baseline, target, steps) -> [1, 3, H, W]``."""
     methods = {
         f"ours {q}": (lambda x, base, t, s, q=q: integrated_gradients(model, x, t, baseline=base, steps=s,
-                                                                     batch_size=batch_size, quadrature=q))
+                                                                     chunk_size=chunk_size, quadrature=q))
         for q in ("gauss-legendre", "trapezoid", "riemann")
     }
     try:
@@ -38,7 +40,7 @@ def quadratures(model: torch.nn.Module, batch_size: int) -> dict[str, Callable[[
     captum_ig = IntegratedGradients(model)
     for q in ("gausslegendre", "riemann_trapezoid"):
         methods[f"captum {q}"] = (lambda x, base, t, s, q=q: captum_ig.attribute(
-            x, baselines=base, target=t, n_steps=s, method=q, internal_batch_size=batch_size).detach())
+            x, baselines=base, target=t, n_steps=s, method=q, internal_batch_size=chunk_size).detach())
     return methods
 
 
@@ -49,7 +51,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--start-steps", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--methods", nargs="*", default=None,
                         help="a subset of the quadratures, e.g. 'ours gauss-legendre' 'captum gausslegendre'")
@@ -58,13 +60,14 @@ def main() -> None:
     model = efficientnet_lite0().eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    methods = quadratures(model, args.batch_size)
+    methods = quadratures(model, args.chunk_size)
     if args.methods:
         unknown = set(args.methods) - set(methods)
         if unknown:
             raise SystemExit(f"unknown quadratures {sorted(unknown)}; choose from {sorted(methods)}")
         methods = {name: methods[name] for name in args.methods}
-    print(f"baseline {args.baseline}, tolerance {args.tolerance:.1%}, steps {args.start_steps}..{args.max_steps} (doubling)")
+    print(f"baseline {args.baseline}, tolerance {args.tolerance:.1%}, "
+          f"steps {args.start_steps}..{args.max_steps} (doubling)")
     print(f"{'photo':>12} {'method':>26} {'steps':>6} {'rel. error':>10} {'errors along the way':<40} {'time':>7}")
     for photo in args.photos:
         x = sample_image(photo, size=args.size)

@@ -3,39 +3,51 @@
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_propagation.py [--repeats 5] [--batches 1 8]``
 
 For EfficientNet-Lite0 at 224x224 and each batch size it prints the median time of
-:func:`xai_helpers.gradients.saliency` (the plain gradient) and of each method in :data:`METHODS`,
-and each method's ratio to the gradient (the target of issue 14: LRP within 2x). All timings come
-from one run: a warm-up, then rounds in which every method runs once in turn, then the medians.
-Also prints the conservation error ``sum(R) - y^c`` of every rule on one photo.
+:func:`xai_helpers.methods.gradients.saliency` (the plain gradient) and of every registered method
+of the ``"propagation"`` family (``xai_helpers.registry.methods(family="propagation")``), plus LRP
+under each composite of :data:`COMPOSITES`, and each one's ratio to the gradient (the target of
+issue 14: LRP within 2x). All timings come from one run: rounds in which every entry runs once in
+turn (``torch.utils.benchmark.Timer`` warms each call up first), then the medians. Also prints the
+completeness (conservation) error ``sum(R) - y^c`` of every composite on one photo.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from collections.abc import Callable
 
 import torch
+from timing import seconds_per_call
 
-from xai_helpers import propagation as P
+from xai_helpers import registry
+from xai_helpers.core import completeness_error
 from xai_helpers.data import sample_image
-from xai_helpers.gradients import saliency
+from xai_helpers.methods.propagation import deeplift, lrp
 from xai_helpers.models import efficientnet_lite0
+from xai_helpers.relevance.composites import Composite, epsilon_gamma_box, uniform
+from xai_helpers.relevance.rules import AlphaBetaRule, EpsilonRule, GammaRule, ZeroRule, ZPlusRule
 
-METHODS = {
-    "gradient": saliency,
-    "gradient_x_input": P.gradient_x_input,
-    "lrp (epsilon_gamma_box)": P.lrp,
-    "lrp-epsilon": lambda m, x, t: P.lrp(m, x, t, composite=P.uniform(P.EpsilonRule())),
-    "deeplift": P.deeplift,
+#: LRP's composites whose conservation is printed; the ones in TIMED are also timed.
+COMPOSITES: dict[str, Composite] = {
+    "LRP-0": uniform(ZeroRule()),
+    "LRP-epsilon (0.25)": uniform(EpsilonRule(0.25)),
+    "LRP-gamma (0.25)": uniform(GammaRule(0.25)),
+    "LRP-z+": uniform(ZPlusRule()),
+    "LRP-alpha2-beta1": uniform(AlphaBetaRule(2, 1)),
+    "epsilon_gamma_box": epsilon_gamma_box(),
 }
-RULES = {
-    "LRP-0": P.uniform(P.ZeroRule()),
-    "LRP-epsilon (0.25)": P.uniform(P.EpsilonRule(0.25)),
-    "LRP-gamma (0.25)": P.uniform(P.GammaRule(0.25)),
-    "LRP-z+": P.uniform(P.ZPlusRule()),
-    "LRP-alpha2-beta1": P.uniform(P.AlphaBetaRule(2, 1)),
-    "epsilon_gamma_box": P.epsilon_gamma_box(),
-}
+TIMED = ("LRP-epsilon (0.25)",)
+
+
+def entries() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]]:
+    """The plain gradient, every propagation method of the registry (quick options), and LRP variants."""
+    timed = {"gradient": registry.get("saliency").function}
+    for method in registry.methods(family="propagation"):
+        timed[method.name] = (lambda m, x, t, name=method.name, options=dict(method.quick):
+                              registry.attribute(name, m, x, t, **options))
+    for name in TIMED:
+        timed[f"lrp, {name}"] = lambda m, x, t, composite=COMPOSITES[name]: lrp(m, x, t, composite=composite)
+    return timed
 
 
 def main() -> None:
@@ -50,23 +62,20 @@ def main() -> None:
     with torch.no_grad():
         logit = model(photo)[0, target].item()
     print(f"conservation on 'cat', class {target}, logit y = {logit:.4f}")
-    for name, composite in RULES.items():
-        total = P.lrp(model, photo, target, composite=composite).sum().item()
-        print(f"  {name:22s} sum R = {total:9.4f}   sum R - y = {total - logit:9.4f}  ({(total - logit) / logit:+.1%})")
-    total = P.deeplift(model, photo, target).sum().item()
-    with torch.no_grad():
-        delta = logit - model(torch.zeros_like(photo))[0, target].item()
-    print(f"  {'DeepLIFT (zeros)':22s} sum R = {total:9.4f}   sum R - (y - y_ref) = {total - delta:.2e}")
+    for name, composite in COMPOSITES.items():
+        relevance = lrp(model, photo, target, composite=composite)
+        error = completeness_error(model, photo, target, relevance, baseline=None).item()   # sum R - y
+        print(f"  {name:22s} sum R = {error + logit:9.4f}   sum R - y = {error:9.4f}  ({error / logit:+.1%})")
+    attributions = deeplift(model, photo, target)
+    error = completeness_error(model, photo, target, attributions, baseline=0.0).item()
+    print(f"  {'DeepLIFT (zeros)':22s} sum R = {attributions.sum().item():9.4f}   sum R - (y - y_ref) = {error:.2e}")
+    timed = entries()
     for b in args.batches:
         x = photo.repeat(b, 1, 1, 1)
-        for fn in METHODS.values():      # warm-up
-            fn(model, x, target)
-        times = {name: [] for name in METHODS}
+        times: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(args.repeats):
-            for name, fn in METHODS.items():
-                start = time.perf_counter()
-                fn(model, x, target)
-                times[name].append(time.perf_counter() - start)
+            for name, fn in timed.items():
+                times[name].append(seconds_per_call(lambda fn=fn: fn(model, x, target)))
         base = statistics.median(times["gradient"])
         print(f"batch {b}:")
         for name, ts in times.items():

@@ -9,8 +9,9 @@ is paired with the peers' versions (see ``PAIRS`` below). For each pair the benc
    the output contract); input-space methods raw and signed, ``[B, C, H, W]``;
 2. then times batch 1 and batch 8, interleaved: each round calls ours, then every peer, then a
    ``no_grad`` forward of the same batch (the order reversed every other round, so that a slow
-   drift of the machine hits everyone alike); each call is timed ``--repeats`` times, the
-   per-call time is the median over ``--rounds`` rounds.
+   drift of the machine hits everyone alike); each call is timed ``--repeats`` times by
+   ``torch.utils.benchmark.Timer`` (``benchmarks/timing.py``, after the Timer's own two warm-up
+   calls), the per-call time is the median over ``--rounds`` rounds.
 
 It prints, per method and batch, ``peer/ours`` (> 1: ours is faster) for the fastest peer and for
 every peer, and ``ours/forward`` (the cost of the explanation in forward passes). Everything is
@@ -38,13 +39,13 @@ import importlib
 import os
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from timing import seconds_per_call
 from torch import nn
 
 from xai_helpers import registry
@@ -52,7 +53,8 @@ from xai_helpers.core import find_last_conv_layer
 from xai_helpers.data import sample_image
 from xai_helpers.evaluation import OutputOf, deletion_and_insertion
 from xai_helpers.models import efficientnet_lite0
-from xai_helpers.propagation import Composite, EpsilonRule, GammaRule, ZBoxRule
+from xai_helpers.relevance.composites import Composite
+from xai_helpers.relevance.rules import EpsilonRule, GammaRule, ZBoxRule
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM draws a progress bar per call
 Fn = Callable[[], torch.Tensor]
@@ -327,8 +329,8 @@ def guided_peers(s: Setting) -> dict[str, Fn]:
 METRIC_STEPS = 20
 
 
-def ours_deletion_insertion(batch_size: int | None) -> Callable[[Setting], Fn]:
-    """Our curves, ``batch_size`` images per forward (None: our default, 4 at 224 px on a CPU)."""
+def ours_deletion_insertion(chunk_size: int | None) -> Callable[[Setting], Fn]:
+    """Our curves, ``chunk_size`` images per forward (None: our default, 4 at 224 px on a CPU)."""
 
     def setting(s: Setting) -> Fn:
         n = s.x.shape[-2] * s.x.shape[-1]
@@ -337,7 +339,7 @@ def ours_deletion_insertion(batch_size: int | None) -> Callable[[Setting], Fn]:
         def run() -> torch.Tensor:
             with OutputOf(s.model, s.x) as seen:   # the CAM's forward pass also scores the unperturbed image
                 maps = registry.attribute("grad_cam", s.model, s.x, s.targets, layer=s.layer)
-            options = dict(step=per_step, baseline=0.0, score="probability", batch_size=batch_size, logits=seen.logits)
+            options = dict(step=per_step, baseline=0.0, score="probability", chunk_size=chunk_size, logits=seen.logits)
             deletion, insertion = deletion_and_insertion(s.model, s.x, maps, s.targets, **options)
             return torch.stack([deletion.auc, insertion.auc], 1)  # [B, 2]
         return run
@@ -374,7 +376,7 @@ PAIRS: list[Pair] = [
     Pair("Grad-CAM++", "grad_cam_plus_plus", "lite0", compare="map", peers=cam_peers("GradCAMPlusPlus", "GradCAMpp")),
     Pair("HiResCAM", "hires_cam", "lite0", compare="map", peers=cam_peers("HiResCAM", None)),
     Pair("LayerCAM", "layer_cam", "lite0", compare="map", peers=cam_peers("LayerCAM", "LayerCAM")),
-    # The forward-only methods: ours at its default batch (default_batch_size, 4 images of 224 px per
+    # The forward-only methods: ours at its default chunk (default_chunk_size, 4 images of 224 px per
     # pass on a CPU); the peers at 32 (64) and at ours' 4, so the fastest peer gets the same batch.
     Pair("Score-CAM (softmax, as peers)", "score_cam", "lite0", compare="map", options=dict(weighting="softmax"),
          peers=cam_peers("ScoreCAM", "ScoreCAM", batch_sizes=(32, 4)),
@@ -383,15 +385,16 @@ PAIRS: list[Pair] = [
          peers=cam_peers("ScoreCAM", "ScoreCAM", batch_sizes=(32, 4)),
          note="different weighting: r is not an agreement check"),
     Pair("occlusion 16/8, grey", "occlusion", "lite0", compare="raw", options=dict(window=16, stride=8, baseline=0.5),
-         peers=lambda s: {f"captum b{b}": captum_occlusion(16, 8, 0.5, b)(s) for b in (64, 4)} if has("captum.attr") else {}),
+         peers=lambda s: ({f"captum b{b}": captum_occlusion(16, 8, 0.5, b)(s) for b in (64, 4)}
+                          if has("captum.attr") else {})),
     Pair("saliency", "saliency", "lite0", peers=captum_peer(captum_simple("Saliency", abs=False))),
     Pair("deconvnet (ResNet-18)", "deconvnet", "resnet18", peers=captum_peer(captum_simple("Deconvolution"))),
     Pair("guided backprop (ResNet-18)", "guided_backprop", "resnet18", peers=guided_peers),
     Pair("guided Grad-CAM (ResNet-18)", "guided_grad_cam", "resnet18", peers=captum_peer(captum_guided_grad_cam)),
-    Pair("SmoothGrad 16 samples", "smoothgrad", "lite0", options=dict(n_samples=16, noise=0.15, batch_size=16),
+    Pair("SmoothGrad 16 samples", "smoothgrad", "lite0", options=dict(n_samples=16, noise=0.15, chunk_size=16),
          peers=captum_peer(captum_smoothgrad(16, 0.15)), note="independent noise: compare with r(ours, ours seed 1)"),
     Pair("IG 32 steps, Gauss-Legendre", "integrated_gradients", "lite0",
-         options=dict(steps=32, batch_size=32, quadrature="gauss-legendre"), peers=captum_peer(captum_ig(32, 32))),
+         options=dict(steps=32, chunk_size=32, quadrature="gauss-legendre"), peers=captum_peer(captum_ig(32, 32))),
     Pair("gradient x input", "gradient_x_input", "lite0", peers=captum_peer(captum_simple("InputXGradient"))),
     Pair("LRP, default composites", "lrp", "lite0", peers=lrp_peers, note="different layer assignment"),
     Pair("LRP, zennit's assignment", "lrp", "lite0", options=dict(composite=zennit_like_composite()), peers=lrp_peers),
@@ -405,7 +408,7 @@ PAIRS: list[Pair] = [
 METRICS = [
     Pair("deletion+insertion AUC (Grad-CAM, 20 steps), defaults", "grad_cam", "lite0", compare="raw",
          peers=torchcam_deletion_insertion, ours=ours_deletion_insertion(None),
-         note="ours: default_batch_size (4 images of 224 px per forward on a CPU); torchcam: 32"),
+         note="ours: default_chunk_size (4 images of 224 px per forward on a CPU); torchcam: 32"),
     Pair("deletion+insertion AUC (Grad-CAM, 20 steps), both 32 per forward", "grad_cam", "lite0", compare="raw",
          peers=torchcam_deletion_insertion, ours=ours_deletion_insertion(32)),
 ]
@@ -414,20 +417,13 @@ METRICS = [
 # ----------------------------------------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------------------------------------
-def time_call(fn: Fn, repeats: int) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
-
-
 def interleaved(fns: dict[str, Fn], rounds: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each function, timed round by round in alternating order."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            times[name].append(time_call(fns[name], repeats))
+            times[name].append(seconds_per_call(fns[name], repeats))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -447,8 +443,9 @@ def run_pair(pair: Pair, settings: dict[tuple[str, int], Setting], batches: Sequ
             ours = pair.ours(s)
         else:
             layer = {"layer": s.layer} if method.needs_layer else {}
-            ours = (lambda s=s, layer=layer: registry.attribute(pair.method, s.model, s.x, s.targets,
-                                                                 **layer, **pair.options))
+
+            def ours(s: Setting = s, layer: dict = layer) -> torch.Tensor:
+                return registry.attribute(pair.method, s.model, s.x, s.targets, **layer, **pair.options)
         try:
             peers = pair.peers(s)
         except Exception as err:  # noqa: BLE001 -- a peer that cannot even be built is reported, not fatal

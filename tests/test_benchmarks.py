@@ -5,7 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers.benchmarks import (
+from xai_helpers.data import SAMPLE_IMAGES, make_shapes, sample_image
+from xai_helpers.evaluation import pointing_game
+from xai_helpers.models import SmallCNN, imagenet_categories
+from xai_helpers.testbeds import (
     PHOTO_CONTENTS,
     CellWise,
     DisconnectedGrid,
@@ -15,9 +18,6 @@ from xai_helpers.benchmarks import (
     shape_set,
     usable_photos,
 )
-from xai_helpers.data import SAMPLE_IMAGES, make_shapes, sample_image
-from xai_helpers.evaluation import pointing_game
-from xai_helpers.models import SmallCNN, imagenet_categories
 
 # ----------------------------------------------------------------------------- usable_photos
 
@@ -89,7 +89,10 @@ def test_usable_photos_is_deterministic_and_restores_the_model(lite0):
     finally:
         lite0.classifier.weight.requires_grad_(True)
         lite0.eval()
-    assert [(p.name, p.class_index, p.confidence) for p in a.photos] == [(p.name, p.class_index, p.confidence) for p in b.photos]
+    def facts(result):
+        return [(p.name, p.class_index, p.confidence) for p in result.photos]
+
+    assert facts(a) == facts(b)
     assert a.excluded == b.excluded
 
 

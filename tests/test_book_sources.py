@@ -63,7 +63,8 @@ def unfolded_solutions(text: str) -> list[str]:
     problems, inside = [], False
     for kind, argument, body, line in blocks(text):
         if kind == "admonition":
-            inside = argument.strip().lower().startswith("solution") and any(":class:" in b and "dropdown" in b for b in body[:4])
+            inside = (argument.strip().lower().startswith("solution")
+                      and any(":class:" in b and "dropdown" in b for b in body[:4]))
             continue
         cell_tags = tags(body)
         if "remove-cell" in cell_tags:

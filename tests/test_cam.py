@@ -10,17 +10,16 @@ import copy
 
 import pytest
 import torch
+from test_core import Net, hook_count, reused_block_net  # shared test helpers (tests/ is on sys.path)
 from torch import nn
 
-from xai_helpers.cam import activations_and_gradients, grad_cam
+from xai_helpers.methods.cam import activations_and_gradients, grad_cam
 from xai_helpers.models import SmallCNN, efficientnet_lite0
-
-from test_core import Net, hook_count, reused_block_net  # shared test helpers (tests/ is on sys.path)
 
 
 def raw(model, x, target, layer, **kwargs):
     """Grad-CAM before post-processing: no ReLU, no upsampling, no normalisation."""
-    return grad_cam(model, x, target, layer, relu=False, upsample=False, normalize=False, **kwargs)
+    return grad_cam(model, x, target, layer=layer, relu=False, upsample=False, rescale=False, **kwargs)
 
 
 def conv_net(inplace=False, batchnorm=False, dropout=0.0, classes=5, seed=0):
@@ -63,9 +62,10 @@ def test_grad_cam_equals_cam_for_gap_and_linear(width, size):
     low = expected.flatten(1).min(1).values[:, None, None]
     span = expected.flatten(1).max(1).values[:, None, None] - low
     assert (span > 0).sum() >= 2  # some maps are not all zero (an untrained net may give all-negative CAMs)
-    assert torch.allclose(grad_cam(model, x, targets, model.relu3, normalize=True), (expected - low) / span.clamp_min(1e-12))
+    assert torch.allclose(grad_cam(model, x, targets, layer=model.relu3, rescale=True),
+                          (expected - low) / span.clamp_min(1e-12))
     # By default (the package's output contract) the map is not rescaled: ReLU(CAM / Z), upsampled.
-    assert torch.allclose(grad_cam(model, x, targets, model.relu3) * z, expected)
+    assert torch.allclose(grad_cam(model, x, targets, layer=model.relu3) * z, expected)
 
 
 def test_gradients_match_finite_differences():
@@ -101,16 +101,16 @@ def test_a_batch_gives_the_maps_of_single_images():
     torch.manual_seed(3)
     x = torch.rand(5, 3, 8, 8)
     targets = [4, 0, 1, 1, 3]
-    batch = grad_cam(model, x, targets, "features.3")
-    single = torch.cat([grad_cam(model, x[i : i + 1], t, "features.3") for i, t in enumerate(targets)])
+    batch = grad_cam(model, x, targets, layer="features.3")
+    single = torch.cat([grad_cam(model, x[i : i + 1], t, layer="features.3") for i, t in enumerate(targets)])
     assert batch.shape == (5, 8, 8)
     assert torch.allclose(batch, single, atol=1e-6)
 
 
 def test_batch_on_efficientnet(lite0):
     x = torch.cat([torch.rand(1, 3, 96, 96), torch.rand(1, 3, 96, 96).mul(0.5)])
-    batch = grad_cam(lite0, x, [285, 967], "head")
-    single = torch.cat([grad_cam(lite0, x[:1], 285, "head"), grad_cam(lite0, x[1:], 967, "head")])
+    batch = grad_cam(lite0, x, [285, 967], layer="head")
+    single = torch.cat([grad_cam(lite0, x[:1], 285, layer="head"), grad_cam(lite0, x[1:], 967, layer="head")])
     assert torch.allclose(batch, single, atol=1e-5)
 
 
@@ -137,13 +137,13 @@ def test_target_forms_agree():
 def test_output_shapes_and_ranges():
     model = conv_net().eval()
     x = torch.rand(2, 3, 8, 8)
-    maps = grad_cam(model, x, 0, "features.5", normalize=True)
+    maps = grad_cam(model, x, 0, layer="features.5", rescale=True)
     assert maps.shape == (2, 8, 8) and maps.dtype == torch.float32
     peaks = maps.flatten(1).max(1).values
     assert all(peak == 1 or (m == 0).all() for peak, m in zip(peaks, maps))  # per-image min-max
     assert maps.min() >= 0 and maps.max() <= 1
-    assert grad_cam(model, x, 0, "features.5", upsample=False).shape == (2, 4, 4)
-    unnormalised = grad_cam(model, x, 0, "features.5", normalize=False, upsample=False)
+    assert grad_cam(model, x, 0, layer="features.5", upsample=False).shape == (2, 4, 4)
+    unnormalised = grad_cam(model, x, 0, layer="features.5", rescale=False, upsample=False)
     assert torch.allclose(unnormalised, raw(model, x, 0, "features.5").clamp_min(0))
 
 
@@ -151,14 +151,14 @@ def test_counterfactual_negates_the_weights():
     model = conv_net().eval()
     x = torch.rand(2, 3, 8, 8)
     assert torch.allclose(raw(model, x, 3, "features.2", counterfactual=True), -raw(model, x, 3, "features.2"))
-    negative = grad_cam(model, x, 3, "features.2", upsample=False, normalize=False, counterfactual=True)
+    negative = grad_cam(model, x, 3, layer="features.2", upsample=False, rescale=False, counterfactual=True)
     assert torch.allclose(negative, (-raw(model, x, 3, "features.2")).clamp_min(0))
 
 
 def test_non_square_input(lite0):
     x = torch.rand(1, 3, 64, 128)
-    assert grad_cam(lite0, x, 285, "head").shape == (1, 64, 128)
-    assert grad_cam(lite0, x, 285, "head", upsample=False).shape == (1, 2, 4)
+    assert grad_cam(lite0, x, 285, layer="head").shape == (1, 64, 128)
+    assert grad_cam(lite0, x, 285, layer="head", upsample=False).shape == (1, 2, 4)
 
 
 # ----------------------------------------------------------------------------- models it must handle
@@ -181,14 +181,14 @@ def test_train_mode_model_is_explained_in_eval_mode_and_restored():
     model.train()
     buffers = copy.deepcopy({k: v for k, v in model.state_dict().items() if "running" in k or "batches" in k})
     x = torch.rand(2, 3, 8, 8)
-    first = grad_cam(model, x, [0, 1], "features.4")
-    second = grad_cam(model, x, [0, 1], "features.4")
+    first = grad_cam(model, x, [0, 1], layer="features.4")
+    second = grad_cam(model, x, [0, 1], layer="features.4")
     assert torch.equal(first, second)  # dropout was off
     assert all(m.training for m in model.modules())
     state = model.state_dict()
     for key, value in buffers.items():
         assert torch.equal(state[key], value), key  # running statistics untouched
-    expected = grad_cam(model.eval(), x, [0, 1], "features.4")
+    expected = grad_cam(model.eval(), x, [0, 1], layer="features.4")
     assert torch.equal(first, expected)
 
 
@@ -206,11 +206,11 @@ def test_frozen_parameters():
 
 def test_no_parameter_gets_a_grad_and_no_hook_remains(lite0):
     model = conv_net(batchnorm=True)
-    grad_cam(model, torch.rand(2, 3, 8, 8), 1, "features.4")
+    grad_cam(model, torch.rand(2, 3, 8, 8), 1, layer="features.4")
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())
     assert hook_count(model) == 0
-    grad_cam(lite0, torch.rand(1, 3, 64, 64), 1, "blocks.10")
+    grad_cam(lite0, torch.rand(1, 3, 64, 64), 1, layer="blocks.10")
     assert all(p.grad is None for p in lite0.parameters())
     assert hook_count(lite0) == 0
 
@@ -218,12 +218,12 @@ def test_no_parameter_gets_a_grad_and_no_hook_remains(lite0):
 def test_grad_mode_is_restored():
     model = conv_net().eval()
     x = torch.rand(1, 3, 8, 8)
-    grad_cam(model, x, 0, "features.2")
+    grad_cam(model, x, 0, layer="features.2")
     assert torch.is_grad_enabled()
     with torch.no_grad():  # works inside no_grad as well, and leaves it on
-        maps = grad_cam(model, x, 0, "features.2")
+        maps = grad_cam(model, x, 0, layer="features.2")
         assert not torch.is_grad_enabled()
-    assert torch.allclose(maps, grad_cam(model, x, 0, "features.2"))
+    assert torch.allclose(maps, grad_cam(model, x, 0, layer="features.2"))
 
 
 def explode(net, x):
@@ -234,7 +234,7 @@ def explode(net, x):
 def test_clean_up_after_the_model_raises():
     model = Net(explode, conv=nn.Conv2d(3, 2, 3, padding=1), bn=nn.BatchNorm2d(2)).train()  # raises after the layer
     with pytest.raises(ArithmeticError, match="boom"):
-        grad_cam(model, torch.rand(1, 3, 4, 4), 0, "conv")
+        grad_cam(model, torch.rand(1, 3, 4, 4), 0, layer="conv")
     assert hook_count(model) == 0
     assert all(m.training for m in model.modules())
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
@@ -245,34 +245,34 @@ def test_clean_up_after_the_model_raises():
 
 def test_error_unknown_layer_lists_candidates():
     with pytest.raises(ValueError, match=r"no layer named 'features\.9'.*Close names: .*features\.\d"):
-        grad_cam(conv_net(), torch.rand(1, 3, 8, 8), 0, "features.9")
+        grad_cam(conv_net(), torch.rand(1, 3, 8, 8), 0, layer="features.9")
 
 
 @pytest.mark.parametrize("target", [[0, 1], [0, 1, 2, 3]])
 def test_error_wrong_number_of_targets(target):
     with pytest.raises(ValueError, match=f"got {len(target)} targets for a batch of 3 images"):
-        grad_cam(conv_net(), torch.rand(3, 3, 8, 8), target, "features.2")
+        grad_cam(conv_net(), torch.rand(3, 3, 8, 8), target, layer="features.2")
 
 
 def test_error_out_of_range_class():
     with pytest.raises(ValueError, match="target class 5 is out of range: the model has 5 classes"):
-        grad_cam(conv_net(), torch.rand(2, 3, 8, 8), [0, 5], "features.2")
+        grad_cam(conv_net(), torch.rand(2, 3, 8, 8), [0, 5], layer="features.2")
 
 
 def test_error_not_4d():
     with pytest.raises(ValueError, match=r"4-D \[B, C, H, W\].*unsqueeze\(0\)"):
-        grad_cam(conv_net(), torch.rand(3, 8, 8), 0, "features.2")
+        grad_cam(conv_net(), torch.rand(3, 8, 8), 0, layer="features.2")
 
 
 def test_error_integer_images():
     with pytest.raises(TypeError, match="float tensor in"):
-        grad_cam(conv_net(), torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8), 0, "features.2")
+        grad_cam(conv_net(), torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8), 0, layer="features.2")
 
 
 def test_error_layer_used_twice():
     model = reused_block_net(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(inplace=True)))
     with pytest.raises(RuntimeError, match="ran 2 times in one forward pass"):
-        grad_cam(model, torch.rand(1, 3, 4, 4), 0, "block")
+        grad_cam(model, torch.rand(1, 3, 4, 4), 0, layer="block")
     assert hook_count(model) == 0
 
 
@@ -283,7 +283,7 @@ def test_error_layer_the_score_does_not_depend_on():
 
     model = Net(forward, side=nn.Conv2d(3, 3, 1), fc=nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="does not depend on layer 'side'"):
-        grad_cam(model, torch.rand(1, 3, 4, 4), 0, "side")
+        grad_cam(model, torch.rand(1, 3, 4, 4), 0, layer="side")
 
 
 class _CountBackward(torch.autograd.Function):

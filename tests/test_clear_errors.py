@@ -12,11 +12,18 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers.cam import activations_and_gradients, grad_cam, grad_cam_plus_plus, hires_cam, layer_cam, score_cam
 from xai_helpers.core import SelectOutput, as_targets, check_autograd_available, check_images, select_scores
-from xai_helpers.gradients import saliency
+from xai_helpers.methods.cam import (
+    activations_and_gradients,
+    grad_cam,
+    grad_cam_plus_plus,
+    hires_cam,
+    layer_cam,
+    score_cam,
+)
+from xai_helpers.methods.gradients import saliency
+from xai_helpers.methods.perturbation import occlusion
 from xai_helpers.models import SmallCNN
-from xai_helpers.perturbation import occlusion
 
 CAMS = [grad_cam, grad_cam_plus_plus, hires_cam, layer_cam, score_cam]
 GRADIENT_CAMS = [grad_cam, grad_cam_plus_plus, hires_cam, layer_cam]
@@ -55,7 +62,7 @@ class Squeezed(nn.Module):
 
 def all_methods():
     """(name, method(model, x, target)) for the CAMs at relu3, occlusion and the plain gradient."""
-    cams = [(m.__name__, lambda model, x, t, m=m: m(model, x, t, layer_of(model))) for m in CAMS]
+    cams = [(m.__name__, lambda model, x, t, m=m: m(model, x, t, layer=layer_of(model))) for m in CAMS]
     return cams + [
         ("occlusion", lambda model, x, t: occlusion(model, x, t, window=8, stride=8)),
         ("saliency", saliency),
@@ -107,7 +114,7 @@ def test_one_dimensional_scores_are_a_clear_error(name, method):
 def test_layer_without_a_spatial_output_is_a_clear_error(method):
     model = SmallCNN(num_classes=3, width=4)
     with pytest.raises(ValueError, match=r"spatial map \[B, C, h, w\]; layer 'fc' outputs shape \[2, 3\]"):
-        method(model, X, 0, "fc")
+        method(model, X, 0, layer="fc")
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
 
 
@@ -117,10 +124,10 @@ def test_layer_without_a_spatial_output_is_a_clear_error(method):
 def test_inference_mode_is_a_clear_error(method):
     model = SmallCNN(num_classes=3, width=4).train()
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch.inference_mode\(\).*outside"):
-        method(model, X, 0, "relu3")
+        method(model, X, 0, layer="relu3")
     assert model.training and all(len(m._forward_hooks) == 0 for m in model.modules())
     with torch.no_grad():  # no_grad, unlike inference mode, is fine
-        method(model, X, 0, "relu3")
+        method(model, X, 0, layer="relu3")
 
 
 def test_check_autograd_available():
@@ -133,9 +140,9 @@ def test_check_autograd_available():
 
 def test_methods_without_gradients_work_in_inference_mode():
     model = SmallCNN(num_classes=3, width=4).eval()
-    expected = score_cam(model, X, 1, "relu3"), occlusion(model, X, 1, window=8, stride=8)
+    expected = score_cam(model, X, 1, layer="relu3"), occlusion(model, X, 1, window=8, stride=8)
     with torch.inference_mode():
-        got = score_cam(model, X, 1, "relu3"), occlusion(model, X, 1, window=8, stride=8)
+        got = score_cam(model, X, 1, layer="relu3"), occlusion(model, X, 1, window=8, stride=8)
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
@@ -148,7 +155,7 @@ def test_methods_without_gradients_work_in_inference_mode():
 def test_numpy_integer_targets_are_accepted(target, expected):
     assert as_targets(target, 2, num_classes=3).tolist() == expected
     model = SmallCNN(num_classes=3, width=4).eval()
-    assert torch.equal(grad_cam(model, X, target, "relu3"), grad_cam(model, X, expected, "relu3"))
+    assert torch.equal(grad_cam(model, X, target, layer="relu3"), grad_cam(model, X, expected, layer="relu3"))
     assert torch.equal(select_scores(model(X), target), select_scores(model(X), expected))
 
 
@@ -171,7 +178,7 @@ def test_an_image_in_0_255_gets_a_warning_naming_the_fix():
         check_images(X * 255)
     model = SmallCNN(num_classes=3, width=4).eval()
     with pytest.warns(UserWarning, match="x / 255"):
-        grad_cam(model, X * 255, 0, "relu3")
+        grad_cam(model, X * 255, 0, layer="relu3")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_images(X)                       # [0, 1]: silent

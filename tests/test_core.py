@@ -11,8 +11,8 @@ from xai_helpers.core import (
     explaining,
     find_last_conv_layer,
     layer_name,
-    normalize_maps,
     postprocess_maps,
+    rescale_maps,
     resolve_layer,
     select_scores,
 )
@@ -251,7 +251,7 @@ def test_layer_returning_a_tuple_is_an_error():
 
 def test_normalize_maps_per_image():
     maps = torch.stack([torch.arange(6.0).view(2, 3), 5 * torch.ones(2, 3), -torch.arange(6.0).view(2, 3)])
-    out = normalize_maps(maps)
+    out = rescale_maps(maps)
     assert torch.allclose(out[0], torch.arange(6.0).view(2, 3) / 5)
     assert torch.equal(out[1], torch.zeros(2, 3))  # a constant map becomes zeros
     assert out[2].max() == 1 and out[2].min() == 0 and out[2, 0, 0] == 1
@@ -259,40 +259,40 @@ def test_normalize_maps_per_image():
 
 def test_postprocess_steps_are_independent():
     maps = torch.tensor([[[-1.0, 2.0], [3.0, -4.0]]])
-    assert torch.equal(postprocess_maps(maps, (4, 4), relu=False, upsample=False, normalize=False), maps)
-    assert torch.equal(postprocess_maps(maps, (4, 4), upsample=False, normalize=False), maps.clamp_min(0))
-    up = postprocess_maps(maps, (4, 4), relu=False, normalize=False)
+    assert torch.equal(postprocess_maps(maps, (4, 4), relu=False, upsample=False, rescale=False), maps)
+    assert torch.equal(postprocess_maps(maps, (4, 4), upsample=False, rescale=False), maps.clamp_min(0))
+    up = postprocess_maps(maps, (4, 4), relu=False, rescale=False)
     expected = torch.nn.functional.interpolate(maps[:, None], size=(4, 4), mode="bilinear", align_corners=False)[:, 0]
     assert up.shape == (1, 4, 4) and torch.allclose(up, expected)
     full = postprocess_maps(maps, (4, 4))
     assert full.min() == 0 and full.max() == 1
-    assert torch.equal(postprocess_maps(maps, None, normalize=False), maps.clamp_min(0))
+    assert torch.equal(postprocess_maps(maps, None, rescale=False), maps.clamp_min(0))
 
 
 # ----------------------------------------------------------------------------- batches of forward passes
 
 
-def test_default_batch_size_is_a_pixel_budget_on_the_cpu():
-    from xai_helpers.core import default_batch_size
+def test_default_chunk_size_is_a_pixel_budget_on_the_cpu():
+    from xai_helpers.core import default_chunk_size
 
-    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 4
-    assert default_batch_size(torch.zeros(1, 3, 32, 32)) == 196
-    assert default_batch_size(torch.zeros(1, 3, 448, 448)) == 1
-    assert default_batch_size(torch.zeros(1, 3, 1000, 1000)) == 1          # never 0
-    assert default_batch_size(torch.zeros(1, 3, 224, 224, device="meta")) == 64
+    assert default_chunk_size(torch.zeros(1, 3, 224, 224)) == 4
+    assert default_chunk_size(torch.zeros(1, 3, 32, 32)) == 196
+    assert default_chunk_size(torch.zeros(1, 3, 448, 448)) == 1
+    assert default_chunk_size(torch.zeros(1, 3, 1000, 1000)) == 1          # never 0
+    assert default_chunk_size(torch.zeros(1, 3, 224, 224, device="meta")) == 64
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
-def test_check_batch_size_names_the_problem(bad):
-    from xai_helpers.core import check_batch_size
+def test_check_chunk_size_names_the_problem(bad):
+    from xai_helpers.core import check_chunk_size
 
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
-        check_batch_size(bad, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        check_chunk_size(bad, torch.zeros(1, 3, 8, 8))
 
 
-def test_check_batch_size_keeps_a_given_size_and_fills_in_the_default():
-    from xai_helpers.core import check_batch_size
+def test_check_chunk_size_keeps_a_given_size_and_fills_in_the_default():
+    from xai_helpers.core import check_chunk_size
 
     x = torch.zeros(2, 3, 112, 112)
-    assert check_batch_size(None, x) == 16 and check_batch_size(5, x) == 5
-    assert check_batch_size(np.int64(3), x) == 3
+    assert check_chunk_size(None, x) == 16 and check_chunk_size(5, x) == 5
+    assert check_chunk_size(np.int64(3), x) == 3

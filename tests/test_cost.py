@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers import cam, gradients, perturbation
 from xai_helpers.cost import PassCount, count_passes
+from xai_helpers.methods import cam, perturbation
+from xai_helpers.methods.gradients import saliency, smoothgrad
 from xai_helpers.models import SmallCNN
 
 
@@ -45,9 +46,9 @@ def model():
 
 
 @pytest.mark.parametrize("method, forward, backward", [
-    (lambda m, x, t: gradients.saliency(m, x, t), 1, 1),
-    (lambda m, x, t: cam.grad_cam(m, x, t, "model.relu3"), 1, 1),
-    (lambda m, x, t: gradients.smoothgrad(m, x, t, n_samples=5, batch_size=4), 5, 5),
+    (lambda m, x, t: saliency(m, x, t), 1, 1),
+    (lambda m, x, t: cam.grad_cam(m, x, t, layer="model.relu3"), 1, 1),
+    (lambda m, x, t: smoothgrad(m, x, t, n_samples=5, chunk_size=4), 5, 5),
     (lambda m, x, t: perturbation.occlusion(m, x, t, window=16, stride=16), 5, 0),
 ])
 def test_counts_match_an_independent_counter(model, method, forward, backward):
@@ -67,7 +68,7 @@ def test_no_grad_forward_counts_no_backward(model):
 
 def test_hook_removed_even_after_an_error(model):
     with pytest.raises(ValueError), count_passes(model):
-        gradients.saliency(model, torch.rand(2, 3, 32, 32), [0, 1, 2])   # wrong number of targets
+        saliency(model, torch.rand(2, 3, 32, 32), [0, 1, 2])   # wrong number of targets
     assert not model._forward_hooks
 
 

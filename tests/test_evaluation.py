@@ -13,18 +13,16 @@ from torch import nn
 from xai_helpers.cost import count_passes
 from xai_helpers.evaluation import (
     Curve,
+    OutputOf,
     baseline_image,
     deletion_and_insertion,
     deletion_curve,
     energy_in_mask,
-    fastest_seconds,
     insertion_curve,
-    OutputOf,
     map_similarity,
     perturbation_curve,
     perturbation_order,
     pointing_game,
-    timed,
 )
 
 
@@ -63,8 +61,8 @@ def test_auc_is_the_trapezoid_rule():
 def test_mean_pixel_model_gives_straight_lines(step):
     x = torch.ones(2, 3, 8, 8, dtype=torch.float64)
     maps = torch.rand(2, 8, 8, dtype=torch.float64)
-    deletion = deletion_curve(MeanPixel(), x, maps, 0, step=step, baseline=0.0, score="logit", batch_size=5)
-    insertion = insertion_curve(MeanPixel(), x, maps, 0, step=step, baseline=0.0, score="logit", batch_size=5)
+    deletion = deletion_curve(MeanPixel(), x, maps, 0, step=step, baseline=0.0, score="logit", chunk_size=5)
+    insertion = insertion_curve(MeanPixel(), x, maps, 0, step=step, baseline=0.0, score="logit", chunk_size=5)
     f = deletion.fractions
     assert f[0] == 0 and f[-1] == 1 and (f.diff() > 0).all()
     assert torch.allclose(deletion.scores, (1 - f).expand(2, -1)) and torch.allclose(insertion.scores, f.expand(2, -1))
@@ -102,31 +100,31 @@ def test_perfect_random_reversed_ordering(score):
     assert (dele["perfect"] < dele["random"]).all() and (dele["random"] < dele["reversed"]).all()
 
 
-def test_batch_size_changes_nothing():
+def test_chunk_size_changes_nothing():
     model, x, perfect = known_setup(2)
-    a = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", batch_size=1)
-    b = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", batch_size=1000)
+    a = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", chunk_size=1)
+    b = deletion_curve(model, x, perfect, [0, 1, 0], step=5, baseline="blur", chunk_size=1000)
     assert torch.allclose(a.scores, b.scores, atol=1e-12)
 
 
-def test_perturbed_images_go_through_the_model_in_equal_chunks_of_at_most_batch_size():
+def test_perturbed_images_go_through_the_model_in_equal_chunks_of_at_most_chunk_size():
     model, x, perfect = known_setup(3)   # 3 images of 144 pixels; 3 pixels a step: 49 points each
     with count_passes(model) as count:
-        deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=32)
+        deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, chunk_size=32)
     sizes = count.forward_batches
     assert sum(sizes) == 3 * 49
     assert sorted(sizes) == [29, 29, 29, 30, 30], sizes      # 147 as 5 chunks, not 4 x 32 + 19
 
 
-def test_without_batch_size_the_curves_use_the_default_and_agree():
+def test_without_chunk_size_the_curves_use_the_default_and_agree():
     model, x, perfect = known_setup(3)            # 12 x 12 pixels: all 147 images fit in one chunk
     with count_passes(model) as count:
         auto = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0)
     assert count.forward_batches == [3 * 49]
-    one_by_one = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, batch_size=1)
+    one_by_one = deletion_curve(model, x, perfect, 0, step=3, baseline=0.0, chunk_size=1)
     assert torch.allclose(auto.scores, one_by_one.scores, atol=1e-12)
-    with pytest.raises(ValueError, match="batch_size"):
-        deletion_curve(model, x, perfect, 0, batch_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        deletion_curve(model, x, perfect, 0, chunk_size=0)
 
 
 def test_curves_start_and_end_at_the_image_and_the_baseline():
@@ -143,9 +141,10 @@ def test_curves_start_and_end_at_the_image_and_the_baseline():
 @pytest.mark.parametrize("step", [0.25, 7])
 def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(step):
     model, x, perfect = known_setup(4)
-    options = dict(step=step, baseline="blur", batch_size=5)
+    options = dict(step=step, baseline="blur", chunk_size=5)
     with count_passes(model) as separate:
-        expected = deletion_curve(model, x, perfect, [1, 0, 1], **options), insertion_curve(model, x, perfect, [1, 0, 1], **options)
+        expected = (deletion_curve(model, x, perfect, [1, 0, 1], **options),
+                    insertion_curve(model, x, perfect, [1, 0, 1], **options))
     with count_passes(model) as together:
         got = deletion_and_insertion(model, x, perfect, [1, 0, 1], **options)
     for e, g in zip(expected, got):
@@ -160,7 +159,7 @@ def test_both_curves_together_are_the_two_curves_for_two_passes_fewer_per_image(
 def test_logits_of_the_explanation_spare_the_unperturbed_pass(score):
     from xai_helpers import registry
     model, x, perfect = known_setup(3)
-    options = dict(step=0.25, baseline=0.0, batch_size=4, score=score)
+    options = dict(step=0.25, baseline=0.0, chunk_size=4, score=score)
     expected = deletion_and_insertion(model, x, perfect, [1, 0, 1], **options)
     with OutputOf(model, x) as seen:
         registry.attribute("saliency", model, x, [1, 0, 1])
@@ -174,7 +173,8 @@ def test_logits_of_the_explanation_spare_the_unperturbed_pass(score):
     # One curve alone, too; and logits that are not the model's output for x move the end point.
     alone = deletion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits, **options)
     torch.testing.assert_close(alone.scores, expected[0].scores, rtol=1e-6, atol=1e-7)
-    wrong = insertion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits + 1.0 if score == "logit" else -seen.logits, **options)
+    wrong = insertion_curve(model, x, perfect, [1, 0, 1],
+                            logits=seen.logits + 1.0 if score == "logit" else -seen.logits, **options)
     assert not torch.allclose(wrong.scores[:, -1], expected[1].scores[:, -1])
     with pytest.raises(ValueError, match="logits"):
         deletion_curve(model, x, perfect, [1, 0, 1], logits=seen.logits[:2], **options)
@@ -274,7 +274,7 @@ def test_energy_is_one_inside_and_the_area_share_for_a_flat_map():
         energy_in_mask(torch.ones(1, 5, 5), mask)
 
 
-# ----------------------------------------------------------------------------- similarity and cost
+# ----------------------------------------------------------------------------- similarity
 
 
 def test_map_similarity_of_identical_and_unrelated_maps():
@@ -282,13 +282,8 @@ def test_map_similarity_of_identical_and_unrelated_maps():
     torch.manual_seed(0)
     a = torch.rand(2, 16, 16)
     same = map_similarity(a, a)
-    assert torch.allclose(same["spearman"], torch.ones(2), atol=1e-5) and torch.allclose(same["ssim"], torch.ones(2), atol=1e-5)
+    assert torch.allclose(same["spearman"], torch.ones(2), atol=1e-5)
+    assert torch.allclose(same["ssim"], torch.ones(2), atol=1e-5)
     reversed_ = map_similarity(a, -a)
     assert torch.allclose(reversed_["spearman"], -torch.ones(2), atol=1e-5)
 
-
-def test_timing_helpers():
-    value, seconds = timed(sum, [1, 2, 3])
-    assert value == 6 and seconds >= 0
-    calls = []
-    assert fastest_seconds(lambda: calls.append(1), repeats=3) >= 0 and len(calls) == 4

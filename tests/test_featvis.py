@@ -127,19 +127,21 @@ def test_objective_algebra():
     acts = {"a": torch.arange(2 * 3 * 2 * 2, dtype=torch.float).reshape(2, 3, 2, 2),
             "b": torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])}
     c = channel("a", 1)
-    l = class_logit(2, logits_layer="b")
+    logit = class_logit(2, logits_layer="b")
     expected_c = acts["a"][:, 1].mean((1, 2))
     torch.testing.assert_close(c(acts), expected_c)
-    torch.testing.assert_close(l(acts), torch.tensor([3.0, 6.0]))
-    combo = 2 * c + l * 0.5 - c
+    torch.testing.assert_close(logit(acts), torch.tensor([3.0, 6.0]))
+    combo = 2 * c + logit * 0.5 - c
     torch.testing.assert_close(combo(acts), expected_c + 0.5 * torch.tensor([3.0, 6.0]))
     torch.testing.assert_close((-c)(acts), -expected_c)
     torch.testing.assert_close((c + 1)(acts), expected_c + 1)
-    torch.testing.assert_close(sum([c, c, l])(acts), 2 * expected_c + torch.tensor([3.0, 6.0]))
+    torch.testing.assert_close(sum([c, c, logit])(acts), 2 * expected_c + torch.tensor([3.0, 6.0]))
     assert set(combo.layers) == {"a", "b"} and len(combo.layers) == 2
     # per-image channels, neurons, deepdream
-    torch.testing.assert_close(channel("a", [2, 0])(acts), torch.stack([acts["a"][0, 2].mean(), acts["a"][1, 0].mean()]))
-    torch.testing.assert_close(neuron("a", [2, 0], x=1, y=0)(acts), torch.stack([acts["a"][0, 2, 0, 1], acts["a"][1, 0, 0, 1]]))
+    torch.testing.assert_close(channel("a", [2, 0])(acts),
+                               torch.stack([acts["a"][0, 2].mean(), acts["a"][1, 0].mean()]))
+    torch.testing.assert_close(neuron("a", [2, 0], x=1, y=0)(acts),
+                               torch.stack([acts["a"][0, 2, 0, 1], acts["a"][1, 0, 0, 1]]))
     torch.testing.assert_close(deepdream("a")(acts), acts["a"].pow(2).flatten(1).mean(1))
 
 
@@ -171,13 +173,13 @@ def test_bad_input_errors(net):
     with pytest.raises(ValueError, match="got 3 channels for a batch of 2"):
         evaluate(net, channel("conv1", [0, 1, 2]), x)
     with pytest.raises(ValueError, match="got 3 channels for a batch of 2"):
-        render(net, channel("conv1", [0, 1, 2]), batch=2, size=16, steps=1)
+        render(net, channel("conv1", [0, 1, 2]), batch=2, size=16, iterations=1)
     with pytest.raises(ValueError, match="class 7 is out of range"):
         evaluate(net, class_logit(7, "fc"), x)
     with pytest.raises(ValueError, match="at least 2"):
         evaluate(net, diversity("conv1"), x[:1])
     with pytest.raises(ValueError, match="unknown parametrisation"):
-        render(net, channel("conv1", 0), param="wavelet", size=16, steps=1)
+        render(net, channel("conv1", 0), param="wavelet", size=16, iterations=1)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -205,7 +207,7 @@ def test_transforms_shapes_and_seeds():
 
 def test_render_raises_objective_far_above_photos(net):
     obj = channel("relu2", [0, 1, 2, 3])
-    result = render(net, obj, batch=4, size=32, steps=60, lr=0.2)
+    result = render(net, obj, batch=4, size=32, iterations=60, lr=0.2)
     assert result.images.shape == (4, 3, 32, 32)
     assert result.history.shape == (60, 4)
     final = evaluate(net, obj, result.images)
@@ -220,7 +222,7 @@ def test_render_raises_objective_far_above_photos(net):
 def test_same_seed_same_image_and_model_untouched(net):
     flags_before = [p.requires_grad for p in net.parameters()]
     net.train()
-    kw = dict(batch=2, size=24, steps=5, transforms=standard_transforms(24), param="fourier")
+    kw = dict(batch=2, size=24, iterations=5, transforms=standard_transforms(24), param="fourier")
     a = render(net, channel("conv2", [1, 2]) - 0.1 * total_variation(), seed=7, **kw).images
     b = render(net, channel("conv2", [1, 2]) - 0.1 * total_variation(), seed=7, **kw).images
     c = render(net, channel("conv2", [1, 2]) - 0.1 * total_variation(), seed=8, **kw).images
@@ -236,30 +238,30 @@ def test_forward_pass_stops_early(net):
     calls = {"conv3": 0, "fc": 0, "conv1": 0}
     for name in calls:
         getattr(net, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
-    render(net, channel("conv1", 0), size=16, steps=3)
+    render(net, channel("conv1", 0), size=16, iterations=3)
     assert calls == {"conv1": 3, "conv3": 0, "fc": 0}
-    render(net, channel("conv1", 0) + channel("relu2", 1), size=16, steps=2)  # deepest needed: relu2
+    render(net, channel("conv1", 0) + channel("relu2", 1), size=16, iterations=2)  # deepest needed: relu2
     assert calls == {"conv1": 5, "conv3": 0, "fc": 0}
-    render(net, channel("conv1", 0), size=16, steps=2, stop_early=False)
+    render(net, channel("conv1", 0), size=16, iterations=2, stop_early=False)
     assert calls == {"conv1": 7, "conv3": 2, "fc": 2}
-    render(net, class_logit(1, "fc"), size=16, steps=1)
+    render(net, class_logit(1, "fc"), size=16, iterations=1)
     assert calls["fc"] == 3
     # also when the objective raises, every featvis hook is gone afterwards
     with pytest.raises(ValueError):
-        render(net, channel("conv1", 99), size=16, steps=1)
+        render(net, channel("conv1", 99), size=16, iterations=1)
     assert all(len(m._forward_hooks) == (1 if n in calls else 0) for n, m in net.named_modules() if n)
     assert all(p.grad is None for p in net.parameters())
 
 
 def test_class_logit_and_pixel_param(net):
-    result = render(net, class_logit([0, 3], "fc"), param="pixel", batch=2, size=24, steps=30, lr=0.1)
+    result = render(net, class_logit([0, 3], "fc"), param="pixel", batch=2, size=24, iterations=30, lr=0.1)
     logits = net(result.images)
     assert logits[0].argmax() == 0 and logits[1].argmax() == 3
 
 
 def test_diversity_spreads_images(net):
     base = channel("relu2", 0)
-    kw = dict(batch=3, size=24, steps=40, lr=0.1, seed=0)
+    kw = dict(batch=3, size=24, iterations=40, lr=0.1, seed=0)
     plain = render(net, base, **kw).images
     diverse = render(net, base + 5.0 * diversity("relu2"), **kw).images
     sim = lambda imgs: evaluate(net, diversity("relu2"), imgs).mean()  # noqa: E731  (minus similarity)
@@ -272,7 +274,7 @@ def test_top_patches_match_brute_force(net):
     patches = photo_patches(["cat", "coffee"], image_size=48, patch=16, stride=16)
     assert patches.shape == (2 * 9, 3, 16, 16)
     torch.testing.assert_close(patches[1], sample_image("cat", size=48)[0, :, 0:16, 16:32])
-    table = patch_scores(net, patches, ["relu2", "conv1"], batch_size=7)
+    table = patch_scores(net, patches, ["relu2", "conv1"], chunk_size=7)
     assert table["relu2"].shape == (18, 16) and table["conv1"].shape == (18, 8)
     best, scores = top_patches(table["relu2"], [0, 5], patches, k=3)
     assert best.shape == (2, 3, 3, 16, 16) and scores.shape == (2, 3)
@@ -294,7 +296,7 @@ def test_efficientnet_early_layer_is_cheap_and_stops():
     calls = []
     handle = model.blocks[2].register_forward_hook(lambda *_: calls.append(1))
     try:
-        result = render(model, channel("blocks.1", [0, 5]), batch=2, size=48, steps=12, lr=0.05)
+        result = render(model, channel("blocks.1", [0, 5]), batch=2, size=48, iterations=12, lr=0.05)
     finally:
         handle.remove()
     assert calls == []  # blocks.2 and everything after it never ran

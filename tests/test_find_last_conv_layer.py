@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers.cam import grad_cam
 from xai_helpers.core import find_last_conv_layer, resolve_layer
+from xai_helpers.methods.cam import grad_cam
 from xai_helpers.models import EfficientNetLite0, SmallCNN
 
 torchvision = pytest.importorskip("torchvision")
@@ -108,7 +108,7 @@ def check_architecture(name):
             scale = logits.abs().max().clamp_min(1e-3)
             assert torch.allclose(permuted, logits, rtol=1e-4, atol=1e-4 * float(scale)), (name, layer)
     target = int(logits.argmax())
-    ours = grad_cam(model, x, target, layer, normalize=True)
+    ours = grad_cam(model, x, target, layer=layer, rescale=True)
     assert ours.shape == (1, side, side) and torch.isfinite(ours).all()
     reference = grad_cam_by_autograd(model, layer, x, target)
     assert torch.allclose(ours, reference, atol=1e-4), (name, layer, float((ours - reference).abs().max()))
@@ -131,7 +131,8 @@ def test_every_torchvision_cnn(name):
     check_architecture(name)
 
 
-@pytest.mark.parametrize("name", ["vit_b_32"] + [pytest.param(n, marks=ALL_ARCHITECTURES) for n in TRANSFORMERS if n != "vit_b_32"])
+@pytest.mark.parametrize("name", ["vit_b_32"] + [pytest.param(n, marks=ALL_ARCHITECTURES)
+                                                  for n in TRANSFORMERS if n != "vit_b_32"])
 def test_vision_transformer_is_a_clear_error(name):
     model = build(name)
     model.train()

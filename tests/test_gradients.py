@@ -7,22 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_helpers.cam import grad_cam
-from xai_helpers.gradients import (
-    completeness_curve,
-    completeness_error,
-    deconvnet,
-    gradient_image,
-    guided_backprop,
-    guided_grad_cam,
-    input_gradients,
-    integrated_gradients,
-    reduce_channels,
-    relu_rule,
-    saliency,
-    smoothgrad,
-)
+from xai_helpers.backward_rules import input_gradients, relu_rule
+from xai_helpers.core import completeness_error
 from xai_helpers.data import sample_image
+from xai_helpers.display import gradient_image, reduce_channels
+from xai_helpers.methods.gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
+from xai_helpers.methods.integrated import completeness_curve, integrated_gradients
 from xai_helpers.models import SmallCNN
 
 METHODS = {"saliency": saliency, "deconvnet": deconvnet, "guided_backprop": guided_backprop}
@@ -116,7 +106,8 @@ def test_two_relu_layers_against_the_rules_by_hand(name, inplace):
 def test_gradient_rule_reproduces_autograd_on_a_conv_net():
     torch.manual_seed(0)
     model, x = SmallCNN(), torch.rand(3, 3, 32, 32)
-    assert torch.allclose(input_gradients(model, x, [0, 1, 2], rule="gradient"), saliency(model, x, [0, 1, 2]), atol=1e-6)
+    assert torch.allclose(input_gradients(model, x, [0, 1, 2], backward="gradient"), saliency(model, x, [0, 1, 2]),
+                          atol=1e-6)
 
 
 def inplace_copy(model):
@@ -243,14 +234,14 @@ def test_guided_grad_cam_is_guided_backprop_times_the_upsampled_grad_cam():
     cam = F.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False).detach()
     assert (cam.flatten(1).amax(1) < 0.5).all()        # so min-max scaling to [0, 1] would change the product
     expected = guided_backprop(model, x, targets) * cam
-    assert torch.allclose(guided_grad_cam(model, x, targets, "relu3"), expected, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(guided_grad_cam(model, x, targets, layer="relu3"), expected, rtol=1e-5, atol=1e-9)
 
 
 def test_smoothgrad_is_seeded_batched_and_independent_of_the_batch():
     torch.manual_seed(0)
     model, x = SmallCNN(), torch.rand(3, 3, 16, 16)
-    a = smoothgrad(model, x, [0, 1, 2], n_samples=5, batch_size=4, seed=3)
-    assert torch.allclose(a, smoothgrad(model, x, [0, 1, 2], n_samples=5, batch_size=1, seed=3), atol=1e-6)
+    a = smoothgrad(model, x, [0, 1, 2], n_samples=5, chunk_size=4, seed=3)
+    assert torch.allclose(a, smoothgrad(model, x, [0, 1, 2], n_samples=5, chunk_size=1, seed=3), atol=1e-6)
     assert torch.allclose(a[1:2], smoothgrad(model, x[1:2], 1, n_samples=5, seed=3), atol=1e-6)
     assert not torch.allclose(a, smoothgrad(model, x, [0, 1, 2], n_samples=5, seed=4))
 
@@ -316,29 +307,30 @@ def test_completeness_curve_matches_integrated_gradients(smooth_net):
     assert torch.allclose(curve[3], completeness_error(net, x, 1, ig, baseline=base), atol=1e-9)
 
 
-def test_integrated_gradients_batch_and_batch_size():
+def test_integrated_gradients_batch_and_chunk_size():
     torch.manual_seed(0)
     model, x = SmallCNN(), torch.rand(3, 3, 16, 16)
-    a = integrated_gradients(model, x, [0, 1, 2], steps=6, batch_size=5)
-    assert torch.allclose(a, integrated_gradients(model, x, [0, 1, 2], steps=6, batch_size=100), atol=1e-6)
+    a = integrated_gradients(model, x, [0, 1, 2], steps=6, chunk_size=5)
+    assert torch.allclose(a, integrated_gradients(model, x, [0, 1, 2], steps=6, chunk_size=100), atol=1e-6)
     assert torch.allclose(a[2:], integrated_gradients(model, x[2:], 2, steps=6), atol=1e-6)
 
 
 def test_reduce_channels_and_gradient_image():
     a = torch.tensor([[[[1.0, -4.0]], [[-3.0, 2.0]], [[0.0, 0.0]]]])  # [1, 3, 1, 2]
-    assert torch.equal(reduce_channels(a, "max", normalize=False), torch.tensor([[[3.0, 4.0]]]))
-    assert torch.equal(reduce_channels(a, "sum", normalize=False), torch.tensor([[[4.0, 6.0]]]))
-    assert torch.allclose(reduce_channels(a, "l2", normalize=False), torch.tensor([[[10.0, 20.0]]]).sqrt())
+    assert torch.equal(reduce_channels(a, "max", rescale=False), torch.tensor([[[3.0, 4.0]]]))
+    assert torch.equal(reduce_channels(a, "sum", rescale=False), torch.tensor([[[4.0, 6.0]]]))
+    assert torch.allclose(reduce_channels(a, "l2", rescale=False), torch.tensor([[[10.0, 20.0]]]).sqrt())
     assert torch.equal(reduce_channels(a), torch.tensor([[[0.0, 1.0]]]))
     image = gradient_image(torch.randn(2, 3, 8, 8))
     assert image.shape == (2, 3, 8, 8) and image.min() >= 0 and image.max() <= 1
     assert torch.equal(gradient_image(torch.zeros(1, 3, 4, 4)), torch.full((1, 3, 4, 4), 0.5))
     offset = torch.randn(1, 3, 4, 4) + torch.tensor([5.0, -2.0, 1.0]).view(1, 3, 1, 1)
-    assert torch.allclose(gradient_image(offset, center=True), gradient_image(offset - offset.mean((2, 3), keepdim=True)))
+    centred = offset - offset.mean((2, 3), keepdim=True)
+    assert torch.allclose(gradient_image(offset, center=True), gradient_image(centred))
 
 
 @pytest.mark.parametrize("method", [saliency, deconvnet, guided_backprop, smoothgrad, integrated_gradients,
-                                    lambda m, x, t: guided_grad_cam(m, x, t, "relu3")])
+                                    lambda m, x, t: guided_grad_cam(m, x, t, layer="relu3")])
 def test_results_do_not_require_grad_even_when_x_does(method):
     """Issue 11, item 6: integrated_gradients returned a tensor that required grad."""
     x = torch.rand(2, 3, 16, 16).requires_grad_(True)
@@ -353,7 +345,7 @@ def test_efficientnet_hooks_every_relu6_and_stays_untouched(lite0):
         warnings.simplefilter("error")
         with relu_rule(lite0, "guided") as hooked:
             pass
-        plain = input_gradients(lite0, x, 285, rule="gradient")
+        plain = input_gradients(lite0, x, 285, backward="gradient")
         guided = guided_backprop(lite0, x, 285)
     assert len(hooked) == sum(isinstance(m, nn.ReLU6) for m in lite0.modules()) == 33
     assert torch.allclose(plain, saliency(lite0, x, 285), atol=1e-5)

@@ -4,18 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from xai_helpers.integrated import (
+from xai_helpers.core import completeness_error
+from xai_helpers.methods.integrated import (
     QUADRATURES,
-    completeness_error,
     integrated_gradients,
     integrated_gradients_to_tolerance,
-    quadrature,
+    quadrature_nodes,
 )
 
 
 @pytest.mark.parametrize("n", range(1, 9))
 def test_gauss_legendre_with_n_points_integrates_degree_2n_minus_1_exactly(n):
-    alphas, weights = quadrature(n, "gauss-legendre")
+    alphas, weights = quadrature_nodes(n, "gauss-legendre")
     assert alphas.shape == weights.shape == (n,) and (alphas > 0).all() and (alphas < 1).all()
     for degree in range(2 * n):
         assert abs(float((weights * alphas**degree).sum()) - 1 / (degree + 1)) < 1e-13, degree
@@ -23,17 +23,18 @@ def test_gauss_legendre_with_n_points_integrates_degree_2n_minus_1_exactly(n):
 
 
 def test_trapezoid_and_riemann_grids():
-    a, w = quadrature(5, "trapezoid")
+    a, w = quadrature_nodes(5, "trapezoid")
     assert torch.allclose(a, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64))
     assert torch.allclose(w, torch.tensor([1, 2, 2, 2, 1], dtype=torch.float64) / 8)
-    a, w = quadrature(4, "riemann")
-    assert torch.allclose(a, torch.tensor([0.25, 0.5, 0.75, 1], dtype=torch.float64)) and torch.allclose(w, torch.full((4,), 0.25, dtype=torch.float64))
+    a, w = quadrature_nodes(4, "riemann")
+    assert torch.allclose(a, torch.tensor([0.25, 0.5, 0.75, 1], dtype=torch.float64))
+    assert torch.allclose(w, torch.full((4,), 0.25, dtype=torch.float64))
     with pytest.raises(ValueError, match="trapezoid rule needs steps >= 2"):
-        quadrature(1, "trapezoid")
+        quadrature_nodes(1, "trapezoid")
     with pytest.raises(ValueError, match="unknown quadrature"):
-        quadrature(4, "simpson")
+        quadrature_nodes(4, "simpson")
     with pytest.raises(ValueError, match="steps"):
-        quadrature(0)
+        quadrature_nodes(0)
 
 
 class Cubic(nn.Module):
@@ -59,7 +60,8 @@ def test_integrated_gradients_of_a_cubic_against_the_closed_form():
     d = x - base
     trapezoid = integrated_gradients(net, x, [0, 1, 1], baseline=base, steps=5, quadrature="trapezoid")
     assert torch.allclose(trapezoid - exact, net.c[[0, 1, 1]].detach().view(3, 3, 2, 2) * d**3 / (2 * 16), atol=1e-12)
-    assert torch.allclose(completeness_error(net, x, [0, 1, 1], exact, baseline=base), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(completeness_error(net, x, [0, 1, 1], exact, baseline=base),
+                          torch.zeros(3, dtype=torch.float64), atol=1e-12)
 
 
 class Counter(nn.Module):
@@ -78,7 +80,7 @@ class Counter(nn.Module):
 def test_steps_is_the_number_of_gradient_evaluations(rule):
     torch.manual_seed(0)
     model = Counter(Cubic(12))
-    integrated_gradients(model, torch.rand(2, 3, 2, 2, dtype=torch.float64), 1, steps=7, batch_size=3, quadrature=rule)
+    integrated_gradients(model, torch.rand(2, 3, 2, 2, dtype=torch.float64), 1, steps=7, chunk_size=3, quadrature=rule)
     assert model.images == 2 * 7
 
 
@@ -92,7 +94,8 @@ def test_rule_is_not_a_quadrature_keyword():
 @pytest.mark.parametrize("rule", ["gauss-legendre", "trapezoid"])
 def test_tolerance_mode_reaches_the_tolerance_and_reports_it(rule, smooth_net):
     net = smooth_net(4)
-    x = torch.rand(3, 3, 8, 8, dtype=torch.float64) * torch.tensor([1.0, 3.0, 6.0], dtype=torch.float64).view(3, 1, 1, 1)
+    scale = torch.tensor([1.0, 3.0, 6.0], dtype=torch.float64).view(3, 1, 1, 1)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64) * scale
     result = integrated_gradients_to_tolerance(net, x, [0, 1, 2], tolerance=1e-4, start_steps=2, max_steps=1024,
                                                quadrature=rule)
     assert result.converged.all() and (result.relative_error <= 1e-4).all()

@@ -10,7 +10,6 @@ from xai_helpers.models import (
     SmallCNN,
     _rename_checkpoint_key,
     efficientnet_lite,
-    efficientnet_lite0,
     imagenet_categories,
     lite_checkpoint,
     lite_stages,

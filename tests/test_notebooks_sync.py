@@ -84,7 +84,8 @@ def test_notebook_matches_chapter(chapter: Path):
     expected, actual = cells(source), cells(notebook)
     for i, (want, got) in enumerate(zip(expected, actual)):
         assert want == got, f"{notebook_path.name} cell {i} differs from {chapter.name} ({FIX})"
-    assert len(expected) == len(actual), f"{notebook_path.name}: {len(actual)} cells, chapter has {len(expected)} ({FIX})"
+    assert len(expected) == len(actual), (
+        f"{notebook_path.name}: {len(actual)} cells, chapter has {len(expected)} ({FIX})")
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from xai_helpers.cost import count_passes
-from xai_helpers.perturbation import occlusion, window_positions
+from xai_helpers.methods.perturbation import occlusion, window_positions
 
 
 def tiny_model(seed=0):
@@ -45,7 +45,7 @@ def brute_force(model, x, target, window, stride, baseline):
 def test_occlusion_matches_brute_force(window, stride, baseline):
     model = tiny_model().eval()
     x = torch.rand(2, 3, 12, 11, dtype=torch.float64)
-    maps = occlusion(model, x, [2, 0], window=min(window, 11), stride=stride, baseline=baseline, batch_size=7)
+    maps = occlusion(model, x, [2, 0], window=min(window, 11), stride=stride, baseline=baseline, chunk_size=7)
     for b, t in enumerate([2, 0]):
         expected = brute_force(model, x[b : b + 1], t, min(window, 11), stride, baseline)
         assert torch.allclose(maps[b], expected, atol=1e-12)
@@ -62,14 +62,15 @@ def test_one_pixel_windows_on_a_linear_model_give_the_closed_form():
     assert torch.allclose(maps[0], (weights * (x[0] - 0.25)).sum(0))
 
 
-def test_batch_size_changes_nothing_and_normalize_scales():
+def test_chunk_size_changes_nothing_and_normalize_scales():
     model = tiny_model(2).eval()
     x = torch.rand(2, 3, 10, 10, dtype=torch.float64)
-    a = occlusion(model, x, 1, window=4, stride=2, batch_size=1)
-    b = occlusion(model, x, 1, window=4, stride=2, batch_size=1000)
+    a = occlusion(model, x, 1, window=4, stride=2, chunk_size=1)
+    b = occlusion(model, x, 1, window=4, stride=2, chunk_size=1000)
     assert torch.allclose(a, b, atol=1e-12)
-    n = occlusion(model, x, 1, window=4, stride=2, normalize=True)
-    assert torch.allclose(n.amin((1, 2)), torch.zeros(2, dtype=n.dtype)) and torch.allclose(n.amax((1, 2)), torch.ones(2, dtype=n.dtype))
+    n = occlusion(model, x, 1, window=4, stride=2, rescale=True)
+    assert torch.allclose(n.amin((1, 2)), torch.zeros(2, dtype=n.dtype))
+    assert torch.allclose(n.amax((1, 2)), torch.ones(2, dtype=n.dtype))
 
 
 def test_model_is_left_as_it_was():
@@ -100,18 +101,18 @@ def test_errors():
         occlusion(model, x, 0, window=2, stride=0)
     with pytest.raises(ValueError, match="uncovered"):
         occlusion(model, x, 0, window=2, stride=3)
-    with pytest.raises(ValueError, match="batch_size"):
-        occlusion(model, x, 0, window=2, stride=1, batch_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        occlusion(model, x, 0, window=2, stride=1, chunk_size=0)
     with pytest.raises(ValueError, match="targets for a batch"):
         occlusion(model, x, [0, 1], window=2, stride=1)
 
 
-def test_without_batch_size_occlusion_runs_default_batch_size_images_a_pass(monkeypatch):
+def test_without_chunk_size_occlusion_runs_default_chunk_size_images_a_pass(monkeypatch):
     from xai_helpers import core
 
     model = tiny_model().eval()
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
-    reference = occlusion(model, x, 0, window=2, stride=1, batch_size=1)
+    reference = occlusion(model, x, 0, window=2, stride=1, chunk_size=1)
     monkeypatch.setattr(core, "CPU_PIXELS_PER_FORWARD", 3 * 8 * 8)       # 3 images of 8 x 8 a pass
     with count_passes(model) as count:
         by_default = occlusion(model, x, 0, window=2, stride=1)

@@ -6,11 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_helpers import propagation as P
-from xai_helpers.gradients import integrated_gradients
+from xai_helpers.core import completeness_error
+from xai_helpers.methods.integrated import integrated_gradients
+from xai_helpers.methods.propagation import deeplift, gradient_x_input, lrp, lrp_with_layers
 from xai_helpers.models import Normalize
+from xai_helpers.relevance.canonizers import merge_batchnorm
+from xai_helpers.relevance.composites import Composite, epsilon_gamma_box, uniform
+from xai_helpers.relevance.rules import STABILIZER, AlphaBetaRule, EpsilonRule, GammaRule, ZBoxRule, ZeroRule, ZPlusRule
 
-STAB = P.STABILIZER
+STAB = STABILIZER
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,8 +147,8 @@ def reference_lrp(model: Tiny, x: torch.Tensor, target: int, rules: dict[str, st
     return R_x.view(x.shape), L
 
 
-LIB_RULES = {"zero": P.ZeroRule(), "epsilon": P.EpsilonRule(0.1), "gamma": P.GammaRule(0.25),
-             "zplus": P.ZPlusRule(), "alphabeta": P.AlphaBetaRule(2.0, 1.0)}
+LIB_RULES = {"zero": ZeroRule(), "epsilon": EpsilonRule(0.1), "gamma": GammaRule(0.25),
+             "zplus": ZPlusRule(), "alphabeta": AlphaBetaRule(2.0, 1.0)}
 
 
 def image(seed=1, size=5):
@@ -164,7 +168,7 @@ def test_each_rule_matches_the_brute_force_reference(name):
     rule = LIB_RULES[name]
     pool = name if name in ("zero", "epsilon") else "zero"
     expected, _ = reference_lrp(model, x, 1, {"stem": name, "dw": name, "proj": name, "pool": pool, "fc": name})
-    got = P.lrp(model, x, 1, composite=P.uniform(rule))
+    got = lrp(model, x, 1, composite=uniform(rule))
     torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
 
 
@@ -173,43 +177,43 @@ def test_zbox_at_the_input_matches_the_reference(name):
     model, x = tiny(), image(2)
     pool = name if name in ("zero", "epsilon") else "zero"
     expected, _ = reference_lrp(model, x, 2, {"stem": "zbox", "dw": name, "proj": name, "pool": pool, "fc": name})
-    got = P.lrp(model, x, 2, composite=P.uniform(LIB_RULES[name], first=P.ZBoxRule(0.0, 1.0)))
+    got = lrp(model, x, 2, composite=uniform(LIB_RULES[name], first=ZBoxRule(0.0, 1.0)))
     torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
 
 
 def test_the_default_composite_follows_montavon():
     model, x = tiny(), image(3)
-    composite = P.epsilon_gamma_box(epsilon=0.1, gamma=0.25)
+    composite = epsilon_gamma_box(epsilon=0.1, gamma=0.25)
     names = {n: type(r).__name__ for n, r in composite.rules(model).items()}
     assert names == {"stem.0": "ZBoxRule", "dw.0": "GammaRule", "proj.0": "EpsilonRule", "fc": "ZeroRule",
                      "pool": "ZeroRule"}
     expected, _ = reference_lrp(model, x, 0, {"stem": "zbox", "dw": "gamma", "proj": "epsilon", "pool": "zero",
                                               "fc": "zero"})
-    torch.testing.assert_close(P.lrp(model, x, 0, composite=composite), expected, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(lrp(model, x, 0, composite=composite), expected, rtol=1e-7, atol=1e-9)
 
 
 def test_gamma_hands_a_layer_with_signed_input_to_its_signed_input_rule():
     # In Tiny, the stem reads the normalised image (signed), dw and proj read ReLU6 outputs (x >= 0).
     model, x = tiny(), image(3)
-    composite = P.uniform(P.GammaRule(0.25, signed_input=P.EpsilonRule(0.1)))
+    composite = uniform(GammaRule(0.25, signed_input=EpsilonRule(0.1)))
     L = reference_layers(model, x)
     assert (L["xn"] < 0).any() and (L["a1"] >= 0).all() and (L["a2"] >= 0).all()
     fc = "epsilon" if (L["p"] < 0).any() else "gamma"
     expected, _ = reference_lrp(model, x, 1, {"stem": "epsilon", "dw": "gamma", "proj": "gamma", "pool": "zero",
                                               "fc": fc})
-    torch.testing.assert_close(P.lrp(model, x, 1, composite=composite), expected, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(lrp(model, x, 1, composite=composite), expected, rtol=1e-7, atol=1e-9)
     all_gamma, _ = reference_lrp(model, x, 1, {"stem": "gamma", "dw": "gamma", "proj": "gamma", "pool": "zero",
                                                "fc": "gamma"})
     assert (expected - all_gamma).abs().max() > 1e-3, "the test must tell the two apart"
     with pytest.raises(ValueError, match="signed_input"):
-        P.GammaRule(0.25, signed_input=P.GammaRule(0.5))
+        GammaRule(0.25, signed_input=GammaRule(0.5))
 
 
 def test_a_batch_gives_the_results_of_single_images():
     model = tiny()
     x = torch.cat([image(1), image(2)])
-    both = P.lrp(model, x, [0, 2])
-    torch.testing.assert_close(both[1:], P.lrp(model, x[1:], 2), rtol=1e-5, atol=1e-6)
+    both = lrp(model, x, [0, 2])
+    torch.testing.assert_close(both[1:], lrp(model, x[1:], 2), rtol=1e-5, atol=1e-6)
     assert both.shape == x.shape and not both.requires_grad
 
 
@@ -228,12 +232,12 @@ def two_layer():
 # The hidden layer gets R(a1) = (2, 0) (LRP-0: unit 0 is the only contributor), except for epsilon.
 # Input layer, hidden unit 0, contributions x_j w_0j = (1, -1/2, 1/2), z = 1:
 BY_HAND = {
-    "zero": (P.ZeroRule(), [2.0, -1.0, 1.0]),                                  # (1, -1/2, 1/2) / 1 * 2
-    "epsilon": (P.EpsilonRule(0.5), [16 / 15, -8 / 15, 8 / 15]),              # R(a1)=2*2/2.5; / 1.5
-    "gamma": (P.GammaRule(0.5), [12 / 7, -4 / 7, 6 / 7]),                     # (1.5,-.5,.75)/1.75*2
-    "zplus": (P.ZPlusRule(), [4 / 3, 0.0, 2 / 3]),                            # (1, 0, 1/2)/1.5*2
-    "alphabeta": (P.AlphaBetaRule(2, 1), [8 / 3, -2.0, 4 / 3]),               # 2*(2/3,0,1/3)*2-(0,1,0)*2
-    "zbox": (P.ZBoxRule(0, 1), [1.0, 0.5, 0.5]),                              # x w - 0 w+ - 1 w-
+    "zero": (ZeroRule(), [2.0, -1.0, 1.0]),                                  # (1, -1/2, 1/2) / 1 * 2
+    "epsilon": (EpsilonRule(0.5), [16 / 15, -8 / 15, 8 / 15]),              # R(a1)=2*2/2.5; / 1.5
+    "gamma": (GammaRule(0.5), [12 / 7, -4 / 7, 6 / 7]),                     # (1.5,-.5,.75)/1.75*2
+    "zplus": (ZPlusRule(), [4 / 3, 0.0, 2 / 3]),                            # (1, 0, 1/2)/1.5*2
+    "alphabeta": (AlphaBetaRule(2, 1), [8 / 3, -2.0, 4 / 3]),               # 2*(2/3,0,1/3)*2-(0,1,0)*2
+    "zbox": (ZBoxRule(0, 1), [1.0, 0.5, 0.5]),                              # x w - 0 w+ - 1 w-
 }
 
 
@@ -242,8 +246,8 @@ def test_two_layer_network_by_hand(name):
     model, x = two_layer()
     rule, expected = BY_HAND[name]
     # the rule on the input layer; the top layer keeps LRP-0 (epsilon: epsilon everywhere)
-    composite = P.uniform(rule) if name == "epsilon" else P.Composite(first=rule)
-    got = P.lrp(model, x, 0, composite=composite).flatten()
+    composite = uniform(rule) if name == "epsilon" else Composite(first=rule)
+    got = lrp(model, x, 0, composite=composite).flatten()
     torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-5, atol=1e-6)
 
 
@@ -251,11 +255,11 @@ def test_two_layer_network_deeplift_and_gradient_x_input_by_hand():
     model, x = two_layer()
     # zero reference: ReLU multiplier (1 - 0)/(1 - 0) = 1 on unit 0; 2 * (1, -1, 2) * x = (2, -1, 1)
     expected = torch.tensor([2.0, -1.0, 1.0])
-    torch.testing.assert_close(P.deeplift(model, x, 0).flatten(), expected)
-    torch.testing.assert_close(P.gradient_x_input(model, x, 0).flatten(), expected)
+    torch.testing.assert_close(deeplift(model, x, 0).flatten(), expected)
+    torch.testing.assert_close(gradient_x_input(model, x, 0).flatten(), expected)
     # reference (1, 1, 1): z1_ref = (2, 1), a1_ref = (2, 1); multipliers (1-2)/(1-2) = 1, (0-1)/(-1/4-1) = 4/5
     # m = 2 * 1 * (1,-1,2) + 1 * 4/5 * (-1,1,1) = (6/5, -6/5, 24/5); dx = (0, -1/2, -3/4)
-    got = P.deeplift(model, x, 0, baseline=1.0).flatten()
+    got = deeplift(model, x, 0, baseline=1.0).flatten()
     torch.testing.assert_close(got, torch.tensor([0.0, 0.6, -3.6]))
     assert abs(got.sum().item() - (2.0 - 5.0)) < 1e-6          # y(x) - y(x_ref) = 2 - (2*2 + 1)
 
@@ -275,19 +279,19 @@ def test_lrp0_conserves_relevance_layer_by_layer_without_biases():
     model, x = chain(), torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         y = model(x)[torch.arange(2), torch.tensor([1, 3])]
-    R, layers = P.lrp_with_layers(model, x, [1, 3], composite=P.uniform(P.ZeroRule()), record=["1", "3", "4", "6"])
+    R, layers = lrp_with_layers(model, x, [1, 3], composite=uniform(ZeroRule()), record=["1", "3", "4", "6"])
     for name in ["6", "4", "3", "1"]:
         torch.testing.assert_close(layers[name].flatten(1).sum(1), y, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(R.flatten(1).sum(1), y, rtol=1e-5, atol=1e-5)
     # LRP-0 on a bias-free ReLU chain without preprocessing is gradient x input
-    torch.testing.assert_close(R, P.gradient_x_input(model, x, [1, 3]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(R, gradient_x_input(model, x, [1, 3]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["zplus", "alphabeta", "gamma"])
 def test_other_rules_conserve_too_without_biases(name):
     model, x = chain(), torch.rand(1, 3, 8, 8) + 0.1
     y = model(x)[0, 2].item()
-    R = P.lrp(model, x, 2, composite=P.uniform(LIB_RULES[name]))
+    R = lrp(model, x, 2, composite=uniform(LIB_RULES[name]))
     assert abs(R.sum().item() - y) < 1e-4 * max(1, abs(y))
 
 
@@ -295,7 +299,7 @@ def test_epsilon_leaks_the_stated_amount_at_the_top_layer():
     model, x = chain(), torch.rand(1, 3, 8, 8)
     eps = 0.3
     y = model(x)[0, 0].item()
-    _, layers = P.lrp_with_layers(model, x, 0, composite=P.Composite(last=P.EpsilonRule(eps)), record=["5"])
+    _, layers = lrp_with_layers(model, x, 0, composite=Composite(last=EpsilonRule(eps)), record=["5"])
     # sum_j R_j = y * y / (y + eps sign y): the rest stays with epsilon
     expected = y * y / (y + eps * (1 if y >= 0 else -1))
     assert abs(layers["5"].sum().item() - expected) < 1e-5
@@ -317,7 +321,7 @@ def test_residual_sum_conserves_relevance():
     torch.manual_seed(0)
     model, x = Res().eval(), torch.rand(1, 3, 6, 6)
     y = model(x)[0, 1].item()
-    R, layers = P.lrp_with_layers(model, x, 1, composite=P.uniform(P.ZeroRule()), record=["act", "b", "pool"])
+    R, layers = lrp_with_layers(model, x, 1, composite=uniform(ZeroRule()), record=["act", "b", "pool"])
     assert abs(layers["pool"].sum().item() - y) < 1e-5
     # the block's input h gets the skip share plus what comes back through b: everything
     assert abs(layers["act"].sum().item() - y) < 1e-5
@@ -328,10 +332,12 @@ def test_residual_sum_conserves_relevance():
 def test_deeplift_summation_to_delta_and_reference():
     model = tiny()
     x, ref = image(4), image(5)
-    for reference in (None, ref, 0.5):
-        attributions = P.deeplift(model, x, 1, baseline=reference)
-        assert abs(P.conservation_error(model, x, 1, attributions, baseline=0.0 if reference is None
-                                        else reference).item()) < 1e-5
+    for reference in (0.0, ref, 0.5):
+        attributions = deeplift(model, x, 1, baseline=reference)
+        assert abs(completeness_error(model, x, 1, attributions, baseline=reference).item()) < 1e-5
+    assert torch.equal(deeplift(model, x, 1), deeplift(model, x, 1, baseline=0.0))    # the default: black
+    with pytest.raises(ValueError, match="no reference"):       # None means "no reference", not black
+        deeplift(model, x, 1, baseline=None)
 
 
 def test_deeplift_matches_the_dense_reference():
@@ -347,12 +353,12 @@ def test_deeplift_matches_the_dense_reference():
     M = L["W4"] @ L["P"] @ (torch.eye(D1.shape[0], dtype=x.dtype) + L["W3"] @ D2 @ L["W2"]) @ D1 @ L["W1"]
     m_pixels = M[0] / L["std"].repeat_interleave(L["hw"])
     expected = ((x - ref).flatten() * m_pixels).view(x.shape)
-    torch.testing.assert_close(P.deeplift(model, x, 0, baseline=ref), expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(deeplift(model, x, 0, baseline=ref), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_x_input_is_one_step_integrated_gradients_and_the_dense_jacobian():
     model, x = tiny(), image(8)
-    gxi = P.gradient_x_input(model, x, 2)
+    gxi = gradient_x_input(model, x, 2)
     ig = integrated_gradients(model, x, 2, steps=1, quadrature="riemann")
     torch.testing.assert_close(gxi, ig, rtol=1e-5, atol=1e-7)
     L = reference_layers(model, x)
@@ -384,7 +390,7 @@ def assert_same(model, snap):
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
 
 
-@pytest.mark.parametrize("method", [P.lrp, P.deeplift, P.gradient_x_input])
+@pytest.mark.parametrize("method", [lrp, deeplift, gradient_x_input])
 def test_model_is_left_exactly_as_it_was(method):
     model = tiny().train()
     model.fc.weight.requires_grad_(False)
@@ -394,7 +400,7 @@ def test_model_is_left_exactly_as_it_was(method):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("method", [P.lrp, P.deeplift])
+@pytest.mark.parametrize("method", [lrp, deeplift])
 def test_model_is_restored_after_an_error(method):
     model = tiny().train()
     snap = snapshot(model)
@@ -411,7 +417,7 @@ def test_merge_batchnorm_keeps_the_function_and_restores_exactly():
     snap = snapshot(model)
     before = model(x)
     weights = [p for p in model.parameters()]
-    with P.merge_batchnorm(model) as pairs:
+    with merge_batchnorm(model) as pairs:
         assert pairs == [("stem.0", "stem.1"), ("dw.0", "dw.1"), ("proj.0", "proj.1")]
         torch.testing.assert_close(model(x), before, rtol=1e-10, atol=1e-12)
         assert model.dw[0].bias is not None and model.dw[0].weight is not weights[2]
@@ -423,7 +429,7 @@ def test_merge_batchnorm_keeps_the_function_and_restores_exactly():
     assert torch.equal(model(x), before)
 
 
-@pytest.mark.parametrize("method", [P.lrp, P.deeplift])
+@pytest.mark.parametrize("method", [lrp, deeplift])
 def test_inplace_activations_give_the_same_result(method):
     x = image()
     torch.testing.assert_close(method(tiny(inplace=True), x, 1), method(tiny(inplace=False), x, 1))
@@ -431,8 +437,8 @@ def test_inplace_activations_give_the_same_result(method):
 
 def test_inplace_relu_chain():
     x = torch.rand(1, 3, 8, 8)
-    torch.testing.assert_close(P.lrp(chain(True), x, 0, composite=P.uniform(P.GammaRule())),
-                               P.lrp(chain(False), x, 0, composite=P.uniform(P.GammaRule())))
+    torch.testing.assert_close(lrp(chain(True), x, 0, composite=uniform(GammaRule())),
+                               lrp(chain(False), x, 0, composite=uniform(GammaRule())))
 
 
 def test_max_pooling_is_winner_takes_all():
@@ -440,7 +446,7 @@ def test_max_pooling_is_winner_takes_all():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(4 * 3 * 3, 2, bias=False)).eval()
     x = torch.rand(1, 3, 6, 6)
-    R, layers = P.lrp_with_layers(model, x, 0, composite=P.uniform(P.ZeroRule()), record=["1", "2"])
+    R, layers = lrp_with_layers(model, x, 0, composite=uniform(ZeroRule()), record=["1", "2"])
     assert abs(R.sum().item() - model(x)[0, 0].item()) < 1e-5
     rel_relu = layers["1"][0]
     # within each 2x2 window only the maximum keeps relevance
@@ -454,7 +460,7 @@ def test_max_pooling_is_winner_takes_all():
 def test_unsupported_modules_are_named():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ValueError, match=r"'1' \(SiLU\)"):
-        P.lrp(model, torch.rand(1, 3, 5, 5), 0)
+        lrp(model, torch.rand(1, 3, 5, 5), 0)
 
     class Scale(nn.Module):
         def __init__(self):
@@ -466,30 +472,30 @@ def test_unsupported_modules_are_named():
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), Scale(), nn.Flatten(), nn.Linear(36, 2))
     with pytest.raises(ValueError, match=r"'1' \(Scale\).*parameters"):
-        P.deeplift(model, torch.rand(1, 3, 5, 5), 0)
+        deeplift(model, torch.rand(1, 3, 5, 5), 0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(36, 2))
     with pytest.raises(ValueError, match="GELU"):
-        P.lrp(model, torch.rand(1, 3, 5, 5), 0)
+        lrp(model, torch.rand(1, 3, 5, 5), 0)
     assert not model[0]._forward_hooks
 
 
 def test_batchnorm_without_a_preceding_layer_is_refused():
     model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2 * 25, 2)).eval()
     with pytest.raises(ValueError, match=r"batch norm '0'"):
-        P.lrp(model, torch.rand(1, 3, 5, 5), 0)
+        lrp(model, torch.rand(1, 3, 5, 5), 0)
 
 
 def test_bad_rules_and_composites():
     with pytest.raises(ValueError, match="alpha - beta"):
-        P.AlphaBetaRule(1.0, 1.0)
+        AlphaBetaRule(1.0, 1.0)
     with pytest.raises(ValueError, match="input layer only"):
-        P.uniform(P.ZBoxRule()).rules(tiny())
+        uniform(ZBoxRule()).rules(tiny())
     with pytest.raises(ValueError, match="pooling layer"):
-        P.Composite(by_type={nn.AdaptiveAvgPool2d: P.GammaRule()}).rules(tiny())
+        Composite(by_type={nn.AdaptiveAvgPool2d: GammaRule()}).rules(tiny())
     with pytest.raises(ValueError, match="got 2 targets"):
-        P.lrp(tiny(), image(), [0, 1])
+        lrp(tiny(), image(), [0, 1])
     with pytest.raises(ValueError, match="no such module"):
-        P.lrp_with_layers(tiny(), image(), 0, record=["nope"])
+        lrp_with_layers(tiny(), image(), 0, record=["nope"])
 
 
 def test_efficientnet_lite0(lite0):
@@ -497,9 +503,9 @@ def test_efficientnet_lite0(lite0):
 
     x = sample_image("cat")
     snap = snapshot(lite0)
-    D = P.deeplift(lite0, x, 285)
-    assert abs(P.conservation_error(lite0, x, 285, D).item()) < 1e-3
-    R = P.lrp(lite0, x, 285)
+    D = deeplift(lite0, x, 285)
+    assert abs(completeness_error(lite0, x, 285, D).item()) < 1e-3
+    R = lrp(lite0, x, 285)
     assert R.shape == x.shape and torch.isfinite(R).all()
     assert_same(lite0, snap)
 
@@ -526,7 +532,7 @@ def gamma_by_definition(module, x, relevance, gamma):
     modified = contrib + gamma * torch.where(positive, contrib.clamp_min(0), contrib.clamp_max(0))
     denominator = z + gamma * torch.where(positive, contrib.clamp_min(0).sum(3, keepdim=True) + bias.clamp_min(0),
                                           contrib.clamp_max(0).sum(3, keepdim=True) + bias.clamp_max(0))
-    denominator = denominator + torch.copysign(torch.tensor(P.STABILIZER, dtype=x.dtype), denominator)
+    denominator = denominator + torch.copysign(torch.tensor(STABILIZER, dtype=x.dtype), denominator)
     r = relevance.reshape(z.shape)
     per_input = (modified / denominator * r).sum(2)                               # [B, G, J, L]
     if isinstance(module, nn.Conv2d):
@@ -552,7 +558,7 @@ def test_the_fast_gamma_rule_matches_its_definition(layer, signed_input, behind_
     relevance = torch.randn_like(z)
     if behind_relu:
         relevance = torch.where(z >= 0, relevance, torch.zeros_like(relevance))
-    out = P.GammaRule(0.3).apply(layer, x, z, None)
+    out = GammaRule(0.3).apply(layer, x, z, None)
     torch.testing.assert_close(out, z.detach())
     (grad,) = torch.autograd.grad(out, x, relevance / z.detach())         # g(z) = R / z
     expected = gamma_by_definition(layer, x.detach(), relevance, 0.3)

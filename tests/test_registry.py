@@ -1,11 +1,16 @@
-"""The registry and the output contract: every registered method on torchvision's CNNs.
+"""The registry and the output contract: every registered method over its options and on torchvision's CNNs.
 
-Each method runs on twelve torchvision architectures (weights=None, 64 x 64 inputs) and must
-either keep the output contract or refuse with a clear error that names what it cannot handle;
-it must leave the model exactly as it was; and where a plain-autograd reference exists, it must
-agree with one computed here without xai_helpers.
+Every option of every registered method keeps the output contract under ``registry.attribute``, or
+is refused there with an error that names the direct call (``Method.refuses``). Each method runs on
+twelve torchvision architectures (weights=None, 64 x 64 inputs, its quick options) and must either
+keep the output contract or refuse with a clear error that names what it cannot handle; it must
+leave the model exactly as it was; and where a plain-autograd reference exists, it must agree with
+one computed here without xai_helpers.
 """
 from __future__ import annotations
+
+import inspect
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -20,13 +25,8 @@ ARCHITECTURES = [
     "resnet18", "vgg11", "densenet121", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
     "convnext_tiny", "regnet_x_400mf", "shufflenet_v2_x0_5", "squeezenet1_1", "googlenet", "mnasnet0_5",
 ]
-# Small settings, so the sweep stays cheap; every method still runs its whole algorithm.
-OPTIONS = {
-    "score_cam": {"batch_size": 64},
-    "occlusion": {"window": 32, "stride": 32},
-    "smoothgrad": {"n_samples": 2, "batch_size": 4},
-    "integrated_gradients": {"steps": 2},
-}
+# The sweep runs each method with its quick options (registry.Method.quick), so it stays cheap;
+# every method still runs its whole algorithm.
 # Architectures that relevance propagation does not define (SiLU, GELU or Hardswish activations; a
 # batch norm *before* its convolution, which cannot be merged): LRP and DeepLIFT must refuse them
 # with an error that names the module.
@@ -79,16 +79,93 @@ def test_registry_knows_every_method_once_with_its_facts():
     assert all(m.space == "map" for m in registry.methods(space="map"))
 
 
+def test_a_method_in_a_new_module_registers_itself(tmp_path, monkeypatch):
+    # The registry imports every module of xai_helpers.methods (pkgutil.iter_modules): a new module
+    # there needs no list to be extended. Here the package's path gains a folder with one more module.
+    import sys
+
+    import xai_helpers.methods
+
+    (tmp_path / "doubled.py").write_text(
+        "from xai_helpers.registry import register\n"
+        "@register('doubled_input', title='2x', space='input', needs_layer=False, cost='none',"
+        " family='gradient', reference='none')\n"
+        "def doubled_input(model, x, target):\n"
+        "    return 2 * x.detach()\n")
+    monkeypatch.setattr(xai_helpers.methods, "__path__", [*xai_helpers.methods.__path__, str(tmp_path)])
+    try:
+        assert "doubled_input" in [m.name for m in registry.methods()]
+        x = torch.rand(1, 3, 4, 4)
+        assert torch.equal(registry.attribute("doubled_input", nn.Identity(), x, 0), 2 * x)
+    finally:
+        registry._REGISTRY.pop("doubled_input", None)
+        sys.modules.pop("xai_helpers.methods.doubled", None)
+
+
 def test_lookup_errors_name_the_fix():
     with pytest.raises(KeyError, match="Did you mean 'grad_cam'"):
         registry.get("gradcam")
-    model, x = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), torch.rand(1, 3, 8, 8)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.rand(1, 3, 8, 8)
     with pytest.raises(TypeError, match="needs layer"):
         registry.attribute("grad_cam", model, x, 0)
     with pytest.raises(TypeError, match="takes no layer"):
         registry.attribute("saliency", model, x, 0, layer="1")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register("saliency", title="x", space="input", needs_layer=False, cost="1", family="gradient")(lambda m, x, t: x)
+        add = registry.register("saliency", title="x", space="input", needs_layer=False, cost="1", family="gradient")
+        add(lambda m, x, t: x)
+
+
+# What each option a method may refuse would be set to, to change the result.
+REFUSED_VALUES = {"upsample": False, "rescale": True, "relu": False}
+
+
+def other_values(function) -> dict[str, object]:
+    """Each keyword option of ``function`` with a bool default, flipped: the options a caller can toggle."""
+    return {name: not p.default for name, p in inspect.signature(function).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and isinstance(p.default, bool)}
+
+
+def test_every_option_of_every_method_keeps_the_contract_or_is_refused():
+    from xai_helpers.models import SmallCNN
+
+    torch.manual_seed(0)
+    model, x, targets = SmallCNN(num_classes=3, width=4).eval(), torch.rand(2, 3, 32, 32), [0, 2]
+    before = snapshot(model)
+    for method in registry.methods():
+        base = {**method.quick, **({"layer": "relu3"} if method.needs_layer else {})}
+        assert set(method.quick) <= set(inspect.signature(method.function).parameters), method.name
+        settings = [{}] + [{name: value} for name, value in other_values(method.function).items()
+                           if name not in method.refuses]
+        for extra in settings:
+            result = registry.attribute(method.name, model, x, targets, **base, **extra)   # checks the contract
+            assert torch.isfinite(result).all(), (method.name, extra)
+            if not method.signed:
+                assert (result >= 0).all(), (method.name, extra)           # unsigned means unsigned
+        for option in method.refuses:
+            assert option in inspect.signature(method.function).parameters, (method.name, option)
+            value = REFUSED_VALUES[option]
+            with pytest.raises(TypeError, match=f"refuses {option}=") as refused:
+                registry.attribute(method.name, model, x, targets, **base, **{option: value})
+            assert f"{method.function.__module__}.{method.function.__qualname__}" in str(refused.value)
+            # the direct call still accepts it (relu=False may return negative values, which an unsigned
+            # method must not; rescale=True scales; upsample=False changes the shape)
+            direct = method.function(model, x, targets, **base, **{option: value})
+            broken = option == "upsample"
+            with pytest.raises(RuntimeError, match="broke the output contract") if broken else nullcontext():
+                registry.check_contract(method, x, direct)
+            if option == "rescale":
+                assert direct.min() >= 0 and direct.max() <= 1, method.name    # min-max scaled to [0, 1]
+        assert_untouched(model, before)
+
+
+def test_layer_is_keyword_only_in_every_method_that_needs_one():
+    for method in registry.methods():
+        parameters = inspect.signature(method.function).parameters
+        if method.needs_layer:
+            assert parameters["layer"].kind is inspect.Parameter.KEYWORD_ONLY, method.name
+        else:
+            assert "layer" not in parameters, method.name
 
 
 def test_contract_check_catches_a_broken_method():
@@ -108,7 +185,7 @@ def test_every_method_on_torchvision_architectures(arch):
     before = snapshot(model)
     results = {}
     for method in registry.methods():
-        options = dict(OPTIONS.get(method.name, {}))
+        options = dict(method.quick)
         if method.needs_layer:
             options["layer"] = layer
         if method.name in REFUSED.get(arch, ()):

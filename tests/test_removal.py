@@ -59,7 +59,8 @@ def test_imputation_solves_the_neighbour_equation_and_adds_seeded_noise():
     padded = nn.functional.pad(filled, (1, 1, 1, 1))
     weights = nn.functional.pad(torch.ones(1, 1, 12, 12), (1, 1, 1, 1))
     total = sum(NEIGHBOUR_WEIGHTS[i, j] * weights[..., i : i + 12, j : j + 12] for i in range(3) for j in range(3))
-    mean = sum(NEIGHBOUR_WEIGHTS[i, j] * padded[..., i : i + 12, j : j + 12] for i in range(3) for j in range(3)) / total
+    mean = sum(NEIGHBOUR_WEIGHTS[i, j] * padded[..., i : i + 12, j : j + 12]
+               for i in range(3) for j in range(3)) / total
     removed = masks[:, None].expand_as(images)
     assert (filled - mean)[removed].abs().max() < 1e-5
     noisy = noisy_linear_imputation(images, masks, noise=0.05, seed=3)
@@ -83,7 +84,10 @@ def test_remove_and_retrain_detects_a_leaking_mask():
     linear = lambda c: nn.Sequential(nn.Flatten(), nn.Linear(c * 64, 2))   # noqa: E731
     options = dict(epochs=30, lr=0.05, minibatch_size=20, seed=0)
     split = slice(0, 150), slice(150, None)
-    args = lambda maps: (images[split[0]], labels[split[0]], maps[split[0]], images[split[1]], labels[split[1]], maps[split[1]])  # noqa: E731
+
+    def args(maps):
+        return images[split[0]], labels[split[0]], maps[split[0]], images[split[1]], labels[split[1]], maps[split[1]]
+
     exact = remove_and_retrain(linear, *args(bar.float()), 12 / 64, **options)
     random = remove_and_retrain(linear, *args(torch.zeros(n, 8, 8)), 12 / 64, **options)
     assert exact.retrained.float().mean() > 0.95 and exact.mask_only.float().mean() > 0.95      # the hole is the class

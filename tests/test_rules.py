@@ -9,9 +9,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from xai_helpers import rules
-from xai_helpers.gradients import deconvnet, guided_backprop, saliency
-from xai_helpers.rules import BackwardRule, Deconvnet, Gradient, Guided, as_rule, input_gradients, relu_rule
+from xai_helpers import backward_rules
+from xai_helpers.backward_rules import BackwardRule, Deconvnet, Gradient, Guided, as_rule, input_gradients, relu_rule
+from xai_helpers.methods.gradients import deconvnet, guided_backprop, saliency
 
 RULE_NAMES = ["gradient", "deconvnet", "guided"]
 
@@ -22,14 +22,14 @@ def hooks_of(model):
 
 # ----------------------------------------------------------------- the activations' derivatives
 @pytest.mark.parametrize("activation, reference", [
-    (rules.relu(), torch.relu),
-    (rules.capped_relu(6.0), F.relu6),
-    (rules.capped_relu(2.5), lambda x: F.hardtanh(x, 0.0, 2.5)),
-    (rules.leaky_relu(0.2), lambda x: F.leaky_relu(x, 0.2)),
-    (rules.silu(), F.silu),
-    (rules.gelu(), F.gelu),
-    (rules.gelu("tanh"), lambda x: F.gelu(x, approximate="tanh")),
-    (rules.hardswish(), F.hardswish),
+    (backward_rules.relu(), torch.relu),
+    (backward_rules.capped_relu(6.0), F.relu6),
+    (backward_rules.capped_relu(2.5), lambda x: F.hardtanh(x, 0.0, 2.5)),
+    (backward_rules.leaky_relu(0.2), lambda x: F.leaky_relu(x, 0.2)),
+    (backward_rules.silu(), F.silu),
+    (backward_rules.gelu(), F.gelu),
+    (backward_rules.gelu("tanh"), lambda x: F.gelu(x, approximate="tanh")),
+    (backward_rules.hardswish(), F.hardswish),
 ])
 def test_closed_form_derivatives_match_autograd(activation, reference):
     x = (torch.randn(2000, dtype=torch.float64) * 4).requires_grad_(True)
@@ -95,12 +95,12 @@ def test_mixed_modules_and_functional_calls_against_a_manual_backward(rule):
     for target in range(3):
         expected = manual_backward(net, x, target, rule)
         nonzero += int(expected.abs().sum() > 0)
-        assert torch.allclose(input_gradients(net, x, target, rule=rule), expected, atol=1e-10)
+        assert torch.allclose(input_gradients(net, x, target, backward=rule), expected, atol=1e-10)
     assert nonzero >= 2
     if rule == "gradient":  # the rerouted gradient is autograd's
-        assert torch.allclose(input_gradients(net, x, 1, rule="gradient"), saliency(net, x, 1), atol=1e-10)
+        assert torch.allclose(input_gradients(net, x, 1, backward="gradient"), saliency(net, x, 1), atol=1e-10)
     else:
-        assert not torch.allclose(input_gradients(net, x, 1, rule=rule), saliency(net, x, 1), atol=1e-6)
+        assert not torch.allclose(input_gradients(net, x, 1, backward=rule), saliency(net, x, 1), atol=1e-6)
 
 
 def test_strings_map_to_rule_objects_and_a_new_rule_is_one_class():
@@ -120,7 +120,7 @@ def test_strings_map_to_rule_objects_and_a_new_rule_is_one_class():
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     x = torch.randn(3, 1, 1, 4)
-    assert torch.allclose(input_gradients(net, x, 1, rule=Scaled(2.5)), 2.5 * saliency(net, x, 1), atol=1e-6)
+    assert torch.allclose(input_gradients(net, x, 1, backward=Scaled(2.5)), 2.5 * saliency(net, x, 1), atol=1e-6)
     with relu_rule(net, "guided") as hooked:
         pass
     assert hooked == ["2"]
@@ -156,7 +156,7 @@ def test_an_activation_without_a_rule_raises_and_the_model_is_restored(model):
         guided_backprop(model, x, 0)
     assert hooks_of(model) == 0 and model.training and all(p.requires_grad for p in model.parameters())
     # the exact gradient rule is defined for anything: it is autograd's gradient
-    assert torch.allclose(input_gradients(model, x, 0, rule="gradient"), saliency(model, x, 0), atol=1e-6)
+    assert torch.allclose(input_gradients(model, x, 0, backward="gradient"), saliency(model, x, 0), atol=1e-6)
 
 
 def test_gates_keep_their_gradient():

@@ -7,7 +7,8 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from xai_helpers.gradients import reduce_channels, saliency
+from xai_helpers.display import reduce_channels
+from xai_helpers.methods.gradients import saliency
 from xai_helpers.models import SmallCNN
 from xai_helpers.sanity import (
     cascading_randomization,
@@ -80,7 +81,7 @@ def test_ssim_identities():
         ssim(torch.rand(1, 8, 8), torch.rand(1, 8, 8))
 
 
-STEPS = ["fc", "conv3", ["conv2", "conv1"]]
+CASCADE = ["fc", "conv3", ["conv2", "conv1"]]
 
 
 def test_cascade_is_cumulative_seeded_and_leaves_the_model_alone():
@@ -89,15 +90,16 @@ def test_cascade_is_cumulative_seeded_and_leaves_the_model_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng_state = torch.get_rng_state()
     snapshots = [(label, {k: v.clone() for k, v in m.state_dict().items()})
-                 for label, m in cascading_randomization(model, STEPS, seed=5)]
+                 for label, m in cascading_randomization(model, CASCADE, seed=5)]
     assert torch.equal(torch.get_rng_state(), rng_state)             # the global generator is not used
     assert [label for label, _ in snapshots] == ["original", "fc", "conv3", "conv2..conv1"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and model.training
     changed = [{k.split(".")[0] for k, v in state.items() if not torch.equal(v, before[k])} for _, state in snapshots]
     assert changed == [set(), {"fc"}, {"fc", "conv3"}, {"fc", "conv3", "conv2", "conv1"}]
-    again = [{k: v.clone() for k, v in m.state_dict().items()} for _, m in cascading_randomization(model, STEPS, seed=5)]
+    again = [{k: v.clone() for k, v in m.state_dict().items()}
+             for _, m in cascading_randomization(model, CASCADE, seed=5)]
     assert all(torch.equal(s[k], t[k]) for (_, s), t in zip(snapshots, again) for k in s)
-    other = dict(cascading_randomization(model, STEPS, seed=6))["conv2..conv1"]
+    other = dict(cascading_randomization(model, CASCADE, seed=6))["conv2..conv1"]
     assert not torch.equal(other.conv1.weight, snapshots[-1][1]["conv1.weight"])
 
 
@@ -117,7 +119,7 @@ def test_model_randomization_test_shapes_and_first_row():
     torch.manual_seed(0)
     model, x = SmallCNN(), torch.rand(2, 3, 32, 32)
     methods = {"gradient": lambda m, x, t: reduce_channels(saliency(m, x, t))}
-    result = model_randomization_test(model, x, [0, 1], methods, STEPS, seed=0)
+    result = model_randomization_test(model, x, [0, 1], methods, CASCADE, seed=0)
     assert result.labels == ["original", "fc", "conv3", "conv2..conv1"]
     assert result.maps["gradient"].shape == (4, 2, 32, 32)
     assert torch.allclose(result.spearman["gradient"][0], torch.ones(2))
@@ -142,7 +144,8 @@ def test_input_shifted_copy_is_the_same_function_of_the_shifted_input():
     from xai_helpers.sanity import input_shifted_copy
 
     torch.manual_seed(0)
-    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 2))
     model = nn.Sequential(Normalize((0.4, 0.5, 0.6), (0.2, 0.25, 0.3)), body).eval()
     x = torch.rand(2, 3, 8, 8)
     for shift in (0.2, [0.1, -0.3, 0.5]):

@@ -41,7 +41,8 @@ def test_stop_at_accuracy_stops_once_the_training_set_is_learnt():
     images = torch.rand(40, 1, 4, 4, generator=gen)
     labels = (images.mean(dim=(1, 2, 3)) > 0.5).long()
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    history = train_classifier(model, images, labels, epochs=500, lr=0.05, minibatch_size=40, seed=0, stop_at_accuracy=0.9)
+    history = train_classifier(model, images, labels, epochs=500, lr=0.05, minibatch_size=40, seed=0,
+                               stop_at_accuracy=0.9)
     assert len(history) < 500 and accuracy(model, images, labels) >= 0.9
     with pytest.raises(ValueError, match="stop_at_accuracy"):
         train_classifier(model, images, labels, stop_at_accuracy=0.0)

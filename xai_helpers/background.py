@@ -33,7 +33,9 @@ XOR_Y = np.array([0, 1, 1, 0])
 CLASS_COLOURS = ("#d95f02", "#1b9e77")  # class 0, class 1 (colour-blind safe)
 
 
-def gradient_descent(grad: Callable[[np.ndarray], np.ndarray], x0: np.ndarray | float, lr: float, steps: int) -> np.ndarray:
+def gradient_descent(
+    grad: Callable[[np.ndarray], np.ndarray], x0: np.ndarray | float, lr: float, steps: int
+) -> np.ndarray:
     """Run ``steps`` updates ``x_{t+1} = x_t - lr * grad(x_t)`` from ``x0`` (shape ``[n]``).
 
     Returns the path ``[steps + 1, n]``: row ``t`` is ``x_t``, row 0 the start.
@@ -122,7 +124,9 @@ def linearly_separable(x: np.ndarray, y: np.ndarray) -> bool:
     return result.status == 0
 
 
-def draw_points(ax: matplotlib.axes.Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True) -> None:
+def draw_points(
+    ax: matplotlib.axes.Axes, x: np.ndarray, y: np.ndarray, *, size: float = 40, labels: bool = True
+) -> None:
     """Scatter ``x`` ``[B, 2]`` on ``ax``: class 0 as orange circles, class 1 as green squares."""
     x, y = np.asarray(x), np.asarray(y)
     for cls, (colour, marker) in enumerate(zip(CLASS_COLOURS, ("o", "s"))):

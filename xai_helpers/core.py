@@ -8,17 +8,23 @@
   duration of an explanation, then restores the mode and every ``requires_grad`` flag;
 * activations: :func:`capture_activation` records one layer's output during a forward pass and
   builds the autograd graph only from that layer to the output (so a gradient costs little more
-  than a forward pass);
-* :func:`postprocess_maps`: the optional ReLU, bilinear upsampling and min-max normalisation;
-* batches of forward passes: :func:`default_batch_size` (small on a CPU, where a large batch costs
-  more per image) and :func:`check_batch_size`.
+  than a forward pass); :func:`forward_until` records the outputs (or inputs) of some layers and
+  stops the forward pass as soon as it has them all;
+* :func:`postprocess_maps`: the optional ReLU, bilinear upsampling and min-max rescaling
+  (:func:`rescale_maps`);
+* references: :func:`baseline_like` (a method's reference input as a tensor), :func:`score_change`
+  and :func:`completeness_error` (how far attributions are from summing to the score change);
+* chunks of forward passes, for the methods and metrics that expand their input into many images
+  (Integrated Gradients, SmoothGrad, occlusion, Score-CAM, deletion and insertion curves):
+  :func:`default_chunk_size` (small on a CPU, where a large batch costs more per image),
+  :func:`check_chunk_size` and :func:`in_chunks`.
 """
 from __future__ import annotations
 
 import difflib
 import numbers
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -32,8 +38,9 @@ __all__ = [
     "check_logits",
     "check_autograd_available",
     "check_spatial_activation",
-    "default_batch_size",
-    "check_batch_size",
+    "default_chunk_size",
+    "check_chunk_size",
+    "in_chunks",
     "SelectOutput",
     "select_scores",
     "resolve_layer",
@@ -42,8 +49,11 @@ __all__ = [
     "explaining",
     "Capture",
     "capture_activation",
+    "forward_until",
     "baseline_like",
-    "normalize_maps",
+    "score_change",
+    "completeness_error",
+    "rescale_maps",
     "postprocess_maps",
 ]
 
@@ -123,7 +133,8 @@ def as_targets(target: Target, batch_size: int, num_classes: int | None = None, 
         low, high = int(targets.min()), int(targets.max())
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
-            raise ValueError(f"target class {bad} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+            raise ValueError(
+                f"target class {bad} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
     return targets.to(device) if device is not None else targets
 
 
@@ -206,8 +217,8 @@ CPU_PIXELS_PER_FORWARD = 4 * 224 * 224
 GPU_IMAGES_PER_FORWARD = 64
 
 
-def default_batch_size(x: torch.Tensor) -> int:
-    """Images of ``x [B, C, H, W]``'s size per forward pass when the caller gives no ``batch_size``.
+def default_chunk_size(x: torch.Tensor) -> int:
+    """Images of ``x [B, C, H, W]``'s size per forward pass when the caller gives no ``chunk_size``.
 
     On a CPU, as many as fit in ``CPU_PIXELS_PER_FORWARD`` pixels (4 images of 224 x 224, 196 of
     32 x 32, 1 of 448 x 448); elsewhere ``GPU_IMAGES_PER_FORWARD`` (64). Used by the methods and
@@ -219,13 +230,41 @@ def default_batch_size(x: torch.Tensor) -> int:
     return GPU_IMAGES_PER_FORWARD
 
 
-def check_batch_size(batch_size: int | None, x: torch.Tensor) -> int:
-    """``batch_size`` if it is a positive int, :func:`default_batch_size` of ``x`` if it is None."""
-    if batch_size is None:
-        return default_batch_size(x)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1 (or None for default_batch_size), got {batch_size!r}")
-    return int(batch_size)
+def check_chunk_size(chunk_size: int | None, x: torch.Tensor) -> int:
+    """``chunk_size`` if it is a positive int, :func:`default_chunk_size` of ``x`` if it is None.
+
+    A chunk is the number of images that go through the model in one forward pass when a method
+    expands its input into many images (points of a path, noisy copies, occluded or masked copies);
+    it changes the speed and the memory of a method, never its result.
+    """
+    if chunk_size is None:
+        return default_chunk_size(x)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1 (or None for default_chunk_size), got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def in_chunks(
+    fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """``fn(model, x[i:j], targets[i:j])`` over consecutive chunks of ``chunk_size`` rows, concatenated.
+
+    ``x [N, ...]`` are images a method made from its input (SmoothGrad's ``B * n_samples`` noisy
+    copies), ``targets [N]`` their classes, ``fn`` any ``method(model, x, target) -> [n, ...]``.
+    ``chunk_size`` is checked by :func:`check_chunk_size` (``None``: :func:`default_chunk_size`).
+    Methods that build each chunk of images only when it is sent and reduce it as it comes
+    (Integrated Gradients sums the path's gradients, so its memory does not grow with the steps;
+    occlusion and Score-CAM make the occluded and masked images of one chunk at a time; the
+    deletion and insertion curves split their images into equal chunks of at most ``chunk_size``)
+    loop over their chunks themselves, with the same :func:`check_chunk_size`.
+    """
+    chunk_size = check_chunk_size(chunk_size, x)
+    return torch.cat([fn(model, x[i : i + chunk_size], targets[i : i + chunk_size])
+                      for i in range(0, x.shape[0], chunk_size)])
 
 
 def check_spatial_activation(activation: torch.Tensor, layer: str) -> None:
@@ -447,7 +486,8 @@ def capture_activation(
                 "inside the model); pick a layer that runs once, e.g. its parent block"
             )
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {capture.layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
+            raise TypeError(
+                f"layer {capture.layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
         if spatial:
             check_spatial_activation(output, capture.layer)
         if graph_from_layer:
@@ -466,13 +506,69 @@ def capture_activation(
         raise RuntimeError(f"layer {capture.layer!r} never ran during the forward pass; is it used by forward()?")
 
 
-def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float | None) -> torch.Tensor:
+class _StopForward(Exception):
+    """Raised by a hook of :func:`forward_until` once every value it waits for has been recorded."""
+
+
+def forward_until(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[nn.Module | str],
+    *,
+    inputs: bool = False,
+    stop_early: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` and return ``{layer: value}``: each layer's output (its first positional input
+    with ``inputs``) the first time it runs.
+
+    ``layers`` are modules or dotted names (:func:`resolve_layer`); the keys are the names, or the
+    dotted name of a module given as a module. With ``stop_early`` a hook ends the forward pass as
+    soon as the last of them has been recorded, so the rest of the network never runs (a layer
+    near the input costs a few layers, not the whole network). Records keep their autograd graph
+    when the caller runs with grad enabled (feature visualisation ascends through them). The hooks
+    are removed on return, even after an error; a layer that never ran raises a ``RuntimeError``.
+    Autograd mode and the model's mode are the caller's (see :func:`explaining`).
+    """
+    modules = {(layer if isinstance(layer, str) else layer_name(model, layer)): resolve_layer(model, layer)
+               for layer in layers}
+    values: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def record(value: torch.Tensor) -> None:
+            values.setdefault(name, value)   # the first call wins if a module runs twice
+            if stop_early and len(values) == len(modules):
+                raise _StopForward
+
+        if inputs:
+            return lambda _module, args: record(args[0])
+        return lambda _module, _args, output: record(output)
+
+    handles = [module.register_forward_pre_hook(make_hook(name)) if inputs
+               else module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in modules if name not in values]
+    if missing:
+        raise RuntimeError(f"layers {missing} never ran in the forward pass; are they used by forward()?")
+    return values
+
+
+def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float) -> torch.Tensor:
     """The baseline (reference input) of a method as a tensor shaped like ``x``, without grad.
 
-    ``None`` is the black image (zeros); a number fills every pixel; a tensor must broadcast to ``x``.
+    A number fills every pixel (``0.0``, every method's default, is the black image; ``0.5`` is
+    mid-grey); a tensor must broadcast to ``x``. ``None`` is not a baseline: in this package it means
+    "no reference" (see :func:`score_change`), so a method that needs a reference refuses it.
     """
     if baseline is None:
-        return torch.zeros_like(x)
+        raise ValueError(
+            "baseline=None means 'no reference input', and this method needs one: pass 0.0 for the black "
+            "image (the default), a number for a uniform colour, or a tensor that broadcasts to x")
     if not isinstance(baseline, torch.Tensor):
         return torch.full_like(x, float(baseline))
     try:
@@ -481,8 +577,39 @@ def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float | None) -> tor
         raise ValueError(f"baseline of shape {list(baseline.shape)} does not broadcast to x {list(x.shape)}") from err
 
 
-def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Per-image min-max scaling of ``[B, ...]`` maps to [0, 1] (a constant map becomes all zeros)."""
+def score_change(
+    model: nn.Module, x: torch.Tensor, target: Target, baseline: torch.Tensor | float | None = 0.0
+) -> torch.Tensor:
+    """``y^c(x) - y^c(x')`` per image, ``[B]``, without autograd; ``baseline=None``: ``y^c(x)`` (no reference).
+
+    ``x'`` is :func:`baseline_like` of ``baseline`` (``0.0``: the black image). The model runs in
+    eval mode with frozen parameters (:func:`explaining`).
+    """
+    check_images(x, warn_range=False)
+    x = x.detach()
+    with explaining(model), torch.no_grad():
+        change = select_scores(model(x), target)
+        if baseline is not None:
+            change = change - select_scores(model(baseline_like(x, baseline)), target)
+    return change
+
+
+def completeness_error(
+    model: nn.Module, x: torch.Tensor, target: Target, attributions: torch.Tensor,
+    baseline: torch.Tensor | float | None = 0.0,
+) -> torch.Tensor:
+    """``sum(attributions) - (y^c(x) - y^c(x'))`` per image, ``[B]``: how far attributions are from complete.
+
+    Zero for exact Integrated Gradients and DeepLIFT's summation to delta against the same
+    ``baseline`` (``0.0``: the black image); ``baseline=None`` compares with ``y^c(x)`` alone (no
+    reference), LRP's conservation, ``sum(R) = y^c(x)`` (:func:`score_change`).
+    """
+    check_images(x)
+    return attributions.detach().flatten(1).sum(1) - score_change(model, x, target, baseline)
+
+
+def rescale_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-image min-max rescaling of ``[B, ...]`` maps to [0, 1] (a constant map becomes all zeros)."""
     flat = maps.flatten(1)
     low = flat.min(1, keepdim=True).values
     span = flat.max(1, keepdim=True).values - low
@@ -495,9 +622,10 @@ def postprocess_maps(
     *,
     relu: bool = True,
     upsample: bool = True,
-    normalize: bool = True,
+    rescale: bool = True,
 ) -> torch.Tensor:
-    """``[B, h, w]`` maps -> optional ReLU -> optional bilinear upsampling to ``size`` -> optional min-max.
+    """``[B, h, w]`` maps -> optional ReLU -> optional bilinear upsampling to ``size`` -> optional min-max
+    rescaling to [0, 1] (:func:`rescale_maps`).
 
     Each step is explicit so that "the same method" means the same thing everywhere.
     """
@@ -505,6 +633,6 @@ def postprocess_maps(
         maps = maps.clamp_min(0)
     if upsample and size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    if normalize:
-        maps = normalize_maps(maps)
+    if rescale:
+        maps = rescale_maps(maps)
     return maps

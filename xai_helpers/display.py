@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .core import normalize_maps
+from .core import rescale_maps
 
 __all__ = ["to_heatmap", "reduce_channels", "gradient_image", "SourceCode", "source_code",
            "MarkdownTable", "numbered_table"]
@@ -28,16 +28,17 @@ def to_heatmap(attributions: torch.Tensor) -> torch.Tensor:
     everywhere stays zero.
     """
     if attributions.dim() == 4:
-        return reduce_channels(attributions, "max", normalize=True)
+        return reduce_channels(attributions, "max", rescale=True)
     if attributions.dim() == 3:
-        return normalize_maps(attributions.detach().clamp_min(0))
+        return rescale_maps(attributions.detach().clamp_min(0))
     raise ValueError(f"attributions must be [B, C, H, W] or [B, H, W], got shape {list(attributions.shape)}")
 
-def reduce_channels(attributions: torch.Tensor, how: str = "max", normalize: bool = True) -> torch.Tensor:
+
+def reduce_channels(attributions: torch.Tensor, how: str = "max", rescale: bool = True) -> torch.Tensor:
     """One value per pixel from ``[B, C, H, W]`` attributions: ``[B, H, W]``.
 
     ``how="max"`` takes ``max_c |a_c|`` (Simonyan et al.), ``"sum"`` takes ``sum_c |a_c|``, ``"l2"``
-    the Euclidean norm over channels. With ``normalize`` each map is min-max scaled to [0, 1].
+    the Euclidean norm over channels. With ``rescale`` each map is min-max scaled to [0, 1].
     Magnitudes only: the sign is dropped, as in the papers' figures.
     """
     if attributions.dim() != 4:
@@ -50,7 +51,7 @@ def reduce_channels(attributions: torch.Tensor, how: str = "max", normalize: boo
     if how not in reducers:
         raise ValueError(f"unknown reduction {how!r}; choose one of {sorted(reducers)}")
     maps = reducers[how](attributions.detach())
-    return normalize_maps(maps) if normalize else maps
+    return rescale_maps(maps) if rescale else maps
 
 
 def gradient_image(attributions: torch.Tensor, quantile: float = 0.995, center: bool = False) -> torch.Tensor:

@@ -15,25 +15,25 @@ Localisation against exact object masks (the synthetic data set has them):
 * :func:`pointing_game` -- a hit when the map's maximum falls inside the mask (optionally within a
   tolerance of it).
 
-Unless told otherwise, the curves send their perturbed images through the model in chunks of
-:func:`~xai_helpers.core.default_batch_size`: small on a CPU, where a large batch costs more per image.
+Unless told otherwise (``chunk_size``), the curves send their perturbed images through the model in
+chunks of :func:`~xai_helpers.core.default_chunk_size`: small on a CPU, where a large batch costs
+more per image.
 
 Stability under model randomisation: :func:`map_similarity` (Spearman rank correlation and SSIM from
-:mod:`xai_helpers.sanity`). Cost: :func:`timed` and :func:`fastest_seconds`.
+:mod:`xai_helpers.sanity`). Cost is counted in passes by :mod:`xai_helpers.cost`; the speed
+benchmarks in the repository's ``benchmarks/`` folder time it with ``torch.utils.benchmark``.
 """
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, as_targets, check_batch_size, check_images, explaining
+from .core import Target, as_targets, check_chunk_size, check_images, explaining
 
 __all__ = [
     "energy_in_mask",
@@ -47,8 +47,6 @@ __all__ = [
     "deletion_and_insertion",
     "OutputOf",
     "map_similarity",
-    "timed",
-    "fastest_seconds",
 ]
 
 
@@ -57,7 +55,8 @@ def _check_maps_and_masks(maps: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"maps and masks must be [B, H, W], got {list(maps.shape)} and {list(masks.shape)}")
     if maps.shape != masks.shape:
         raise ValueError(
-            f"maps {list(maps.shape)} and masks {list(masks.shape)} differ in shape; upsample the maps to the image size"
+            f"maps {list(maps.shape)} and masks {list(masks.shape)} differ in shape; "
+            "upsample the maps to the image size"
         )
 
 
@@ -151,7 +150,7 @@ def _curves(
     *,
     step: int | float = 1 / 16,
     baseline: str | float | torch.Tensor = "blur",
-    batch_size: int | None = None,
+    chunk_size: int | None = None,
     score: str = "probability",
     seed: int = 0,
     logits: torch.Tensor | None = None,
@@ -168,9 +167,10 @@ def _curves(
         raise ValueError(f"maps must be [B, H, W] = {[x.shape[0], *x.shape[-2:]]}, got {list(maps.shape)}")
     if score not in ("probability", "logit"):
         raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
-    batch_size = check_batch_size(batch_size, x)
+    chunk_size = check_chunk_size(chunk_size, x)
     if logits is not None and (logits.dim() != 2 or logits.shape[0] != x.shape[0]):
-        raise ValueError(f"logits must be the model's output for x, [B, N] with B = {x.shape[0]}, got {list(logits.shape)}")
+        raise ValueError(
+            f"logits must be the model's output for x, [B, N] with B = {x.shape[0]}, got {list(logits.shape)}")
     n_pixels = maps[0].numel()
     per_step = _pixels_per_step(step, n_pixels)
     counts = torch.arange(0, n_pixels + per_step, per_step, device=x.device).clamp_max(n_pixels).unique()  # [S+1]
@@ -183,7 +183,8 @@ def _curves(
     both = len(kinds) == 2
     unperturbed = {("deletion", 0), ("insertion", last)}  # the image itself: known if logits are given
     points = [(int(k == "insertion"), s) for k in kinds for s in range(last + 1)
-              if not (both and k == "insertion" and s in (0, last)) and not (logits is not None and (k, s) in unperturbed)]
+              if not (both and k == "insertion" and s in (0, last))
+              and not (logits is not None and (k, s) in unperturbed)]
     spec = torch.tensor(points, device=x.device)                                 # [P, 2]
     row_of = torch.tensor([kinds.index(k) if k in kinds else 0 for k in ("deletion", "insertion")], device=x.device)
     jobs = torch.cartesian_prod(torch.arange(x.shape[0], device=x.device), torch.arange(len(points), device=x.device))
@@ -198,9 +199,9 @@ def _curves(
             clean = score_of(logits.detach().to(x.device), torch.arange(x.shape[0], device=x.device)).to(x.dtype)
             for k, kind in enumerate(kinds):
                 scores[k, :, 0 if kind == "deletion" else last] = clean
-        # Equal chunks (39 jobs as 20 + 19, not 32 + 7): as many forwards, each at most batch_size, and
+        # Equal chunks (39 jobs as 20 + 19, not 32 + 7): as many forwards, each at most chunk_size, and
         # on a CPU a smaller batch costs less per image.
-        for chunk in jobs.tensor_split(max(1, -(-len(jobs) // batch_size))):
+        for chunk in jobs.tensor_split(max(1, -(-len(jobs) // chunk_size))):
             b, (insertion, s) = chunk[:, 0], spec[chunk[:, 1]].unbind(1)
             switched = (rank[b] < counts[s, None, None])[:, None]                  # [n, 1, H, W]
             # Deletion switches x to the baseline, insertion the baseline to x.
@@ -224,7 +225,7 @@ def perturbation_curve(
     kind: str = "deletion",
     step: int | float = 1 / 16,
     baseline: str | float | torch.Tensor = "blur",
-    batch_size: int | None = None,
+    chunk_size: int | None = None,
     score: str = "probability",
     seed: int = 0,
     logits: torch.Tensor | None = None,
@@ -237,14 +238,14 @@ def perturbation_curve(
     :func:`perturbation_order`). ``step`` is a number of pixels per step (int) or a fraction of the
     image (float; the default 1/16 gives 16 steps, 17 points). ``baseline`` is ``"blur"``, a constant
     or a tensor (:func:`baseline_image`). The ``B * (steps + 1)`` perturbed images run in equal
-    chunks of at most ``batch_size`` (by default
-    :func:`~xai_helpers.core.default_batch_size`); ``score`` is the target's softmax ``"probability"`` or its
+    chunks of at most ``chunk_size`` (by default :func:`~xai_helpers.core.default_chunk_size`);
+    ``score`` is the target's softmax ``"probability"`` or its
     ``"logit"``. ``logits [B, N]``, the model's output for ``x`` if the caller has it
     (:class:`OutputOf`), spare one pass.
     """
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
-    return _curves(model, x, maps, target, (kind,), step=step, baseline=baseline, batch_size=batch_size,
+    return _curves(model, x, maps, target, (kind,), step=step, baseline=baseline, chunk_size=chunk_size,
                    score=score, seed=seed, logits=logits)[0]
 
 
@@ -254,7 +255,8 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target
 
 
 def insertion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: Target, **options: Any) -> Curve:
-    """:func:`perturbation_curve` with ``kind="insertion"``: restore the most important pixels first (high AUC is good)."""
+    """:func:`perturbation_curve` with ``kind="insertion"``: restore the most important pixels first
+    (high AUC is good)."""
     return perturbation_curve(model, x, maps, target, kind="insertion", **options)
 
 
@@ -306,7 +308,7 @@ class OutputOf:
         self._handle.remove()
 
 
-# ----------------------------------------------------------------------------- stability and cost
+# ----------------------------------------------------------------------------- stability
 
 
 def map_similarity(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -316,19 +318,3 @@ def map_similarity(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch
     from .sanity import spearman_rank_correlation, ssim
 
     return {"spearman": spearman_rank_correlation(before, after), "ssim": ssim(before, after)}
-
-
-def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """``(fn(*args, **kwargs), seconds)`` measured with a wall clock."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
-def fastest_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
-    """Shortest wall time of ``fn()`` over ``repeats`` calls, after one untimed warm-up call.
-
-    The minimum, not the mean: other programs on a shared machine only ever add time.
-    """
-    fn()
-    return min(timed(fn)[1] for _ in range(repeats))

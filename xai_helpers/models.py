@@ -78,7 +78,8 @@ class MBConv(nn.Module):
         self.use_residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, c_in, H, W]`` -> ``[B, c_out, H/stride, W/stride]``; ``x +`` that when stride is 1 and ``c_in == c_out``."""
+        """``[B, c_in, H, W]`` -> ``[B, c_out, H/stride, W/stride]``; ``x +`` that when stride is 1 and
+        ``c_in == c_out``."""
         out = self.project(self.depthwise(self.expand(x)))
         return x + out if self.use_residual else out
 

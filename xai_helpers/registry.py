@@ -10,9 +10,11 @@
 * ``target``: the class to explain, an int for the whole batch, or one per image (a sequence, a
   LongTensor ``[B]`` or a NumPy integer array);
 * ``layer``: a module or a dotted name, for the methods whose :attr:`Method.needs_layer` is true;
-* options with one meaning each across methods: ``batch_size`` (images per forward pass),
-  ``seed`` (every random draw), ``baseline`` (the reference image or value), ``steps`` (gradient
-  evaluations along a path), ``n_samples`` (noisy copies), ``window`` and ``stride`` (pixels).
+* options with one meaning each across methods: ``chunk_size`` (images per forward pass when a
+  method expands its input into many images; ``None``: :func:`~xai_helpers.core.default_chunk_size`),
+  ``seed`` (every random draw), ``baseline`` (the reference input, ``0.0`` the black image),
+  ``steps`` (gradient evaluations along a path), ``n_samples`` (noisy copies), ``window`` and
+  ``stride`` (pixels).
 
 **Output contract.** The result is detached (``requires_grad`` false), on ``x``'s device and dtype,
 signed where the method is signed, and *not* rescaled:
@@ -24,23 +26,34 @@ The one switch for display is :func:`xai_helpers.display.to_heatmap` (or ``attri
 heatmap=True)``): ``[B, H, W]`` in ``[0, 1]``, the largest absolute value over channels for
 input-space results and the positive part for maps, min-max scaled per image.
 
+Every option of a registered method keeps the contract under :func:`attribute`. An option that
+would break it (a CAM's ``upsample=False``, ``rescale=True`` or ``relu=False``) is listed in
+:attr:`Method.refuses`: :func:`attribute` refuses it with an error that names the direct call which
+accepts it (e.g. ``xai_helpers.methods.cam.grad_cam`` for the layer-resolution map).
+
 **The registry.** :func:`register` adds a function under a name, with what a caller needs to know
 about it (:class:`Method`); :func:`methods` lists them, :func:`get` looks one up and
-:func:`attribute` calls one by name under the contract. Tests, benchmarks and the book's tables
-iterate over :func:`methods`, so a new method is its function, its ``@register`` line and its test.
+:func:`attribute` calls one by name under the contract. The methods live in the modules of
+:mod:`xai_helpers.methods`, which :func:`methods` imports, every one of them, found with
+``pkgutil.iter_modules``: a method in a new module there registers itself with its decorator
+alone. Tests, benchmarks and the book's tables iterate over :func:`methods` (with each method's
+:attr:`Method.quick` options where cost matters), so a new method is its function, its
+``@register`` line and its test.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["Method", "FAMILIES", "METHOD_MODULES", "register", "methods", "get", "attribute", "check_contract",
+__all__ = ["Method", "FAMILIES", "register", "methods", "get", "attribute", "check_contract",
            "heatmap_method", "heatmap_methods"]
 
 Space = Literal["input", "map"]
@@ -48,8 +61,13 @@ Space = Literal["input", "map"]
 #: The families, in the order :func:`methods` lists them.
 FAMILIES = ("cam", "perturbation", "gradient", "path", "propagation")
 
-#: The modules whose methods register themselves when they are imported.
-METHOD_MODULES = ("cam", "gradients", "integrated", "perturbation", "propagation")
+#: Why each option a method may refuse (:attr:`Method.refuses`) would break the output contract.
+_BREAKS_CONTRACT = {
+    "upsample": "upsample=False returns the map at the layer's resolution, not the input's",
+    "rescale": "rescale=True min-max scales the map, and the contract returns it unscaled "
+               "(attribute(..., heatmap=True) or xai_helpers.display.to_heatmap scale it for display)",
+    "relu": "relu=False returns a signed map from a method registered as unsigned",
+}
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -67,6 +85,10 @@ class Method:
     family: str                     #: ``"cam"``, ``"gradient"``, ``"path"``, ``"perturbation"``, ``"propagation"``
     signed: bool                    #: whether negative values carry meaning
     reference: str                  #: BibTeX key in the book's ``references.bib``
+    #: options of the function that :func:`attribute` refuses, because they would break the contract
+    refuses: tuple[str, ...] = ()
+    #: small-cost settings that still run the whole algorithm (tests, benchmarks, quick looks)
+    quick: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, target: Any, **options: Any) -> torch.Tensor:
         return attribute(self.name, model, x, target, **options)
@@ -74,31 +96,54 @@ class Method:
 
 def register(
     name: str, *, title: str, space: Space, needs_layer: bool, cost: str, family: str,
-    signed: bool = True, reference: str = "",
+    signed: bool = True, reference: str = "", refuses: tuple[str, ...] = (),
+    quick: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Decorator: add the function to the registry under ``name``; the function itself is unchanged."""
+    """Decorator: add the function to the registry under ``name``; the function itself is unchanged.
+
+    ``refuses`` names options of the function that :func:`attribute` refuses (each must be one of
+    the options whose harm to the contract the registry can explain: ``upsample``, ``rescale``,
+    ``relu``); ``quick`` gives small-cost options (:attr:`Method.quick`).
+    """
     if space not in ("input", "map"):
         raise ValueError(f"space must be 'input' or 'map', got {space!r}")
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    unexplained = [option for option in refuses if option not in _BREAKS_CONTRACT]
+    if unexplained:
+        raise ValueError(f"refuses= names options the registry cannot explain: {unexplained}; "
+                         f"known: {sorted(_BREAKS_CONTRACT)}")
+    quick_options = MappingProxyType(dict(quick or {}))
 
     def add(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         known = _REGISTRY.get(name)
         if known is not None and known.function.__qualname__ != function.__qualname__:
             raise ValueError(f"a method named {name!r} is already registered ({known.function.__module__})")
-        _REGISTRY[name] = Method(name, title, function, space, needs_layer, cost, family, signed, reference)
+        _REGISTRY[name] = Method(name, title, function, space, needs_layer, cost, family, signed, reference,
+                                 tuple(refuses), quick_options)
         return function
 
     return add
 
 
+_LOADED_PATH: tuple[str, ...] | None = None    # the package path whose modules are all imported
+
+
 def _load() -> None:
-    for module in METHOD_MODULES:
-        try:
-            importlib.import_module(f"xai_helpers.{module}")
-        except ModuleNotFoundError as err:   # a method module that this installation does not have
-            if err.name != f"xai_helpers.{module}":
-                raise
+    """Import every module of :mod:`xai_helpers.methods`, so that each method registers itself.
+
+    The folders are listed once (again only if the package's path changes), so that looking a
+    method up costs no file-system access.
+    """
+    global _LOADED_PATH
+    from . import methods as package
+
+    path = tuple(package.__path__)
+    if path == _LOADED_PATH:
+        return
+    for info in pkgutil.iter_modules(path, prefix=f"{package.__name__}."):
+        importlib.import_module(info.name)
+    _LOADED_PATH = path
 
 
 def methods(*, family: str | None = None, space: Space | None = None) -> list[Method]:
@@ -148,6 +193,13 @@ def attribute(
 
     method = get(name)
     check_images(x)
+    refused = [option for option in method.refuses if option in options]
+    if refused:
+        function = f"{method.function.__module__}.{method.function.__qualname__}"
+        reasons = "; ".join(_BREAKS_CONTRACT[option] for option in refused)
+        raise TypeError(
+            f"{name} under the registry's output contract refuses {', '.join(f'{o}=' for o in refused)} ({reasons}). "
+            f"Call {function} directly for that result.")
     if method.needs_layer:
         if layer is None:
             raise TypeError(f"{name} needs layer=...; xai_helpers.core.find_last_conv_layer(model) picks the usual one")

@@ -46,7 +46,8 @@ def top_fraction_masks(maps: torch.Tensor, fraction: float, *, seed: int = 0) ->
     :func:`~xai_helpers.evaluation.perturbation_order`.
     """
     if maps.dim() != 3:
-        raise ValueError(f"maps must be [B, H, W] (reduce input-space attributions over channels first), got {list(maps.shape)}")
+        raise ValueError(
+            f"maps must be [B, H, W] (reduce input-space attributions over channels first), got {list(maps.shape)}")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction is a share of the pixels in [0, 1], got {fraction}")
     count = round(fraction * maps[0].numel())
@@ -90,7 +91,8 @@ def noisy_linear_imputation(
     # The weight that falls inside the image, per pixel: 1 in the interior, less at the border.
     total = F.conv2d(torch.ones_like(images[:1, :1]), NEIGHBOUR_WEIGHTS.to(images)[None, None], padding=1)
     removed = masks[:, None].expand_as(images)
-    values = torch.where(removed, (images * ~removed).sum((2, 3), keepdim=True) / (~removed).sum((2, 3), keepdim=True).clamp_min(1), images)
+    kept_mean = (images * ~removed).sum((2, 3), keepdim=True) / (~removed).sum((2, 3), keepdim=True).clamp_min(1)
+    values = torch.where(removed, kept_mean, images)
     for _ in range(iterations):
         mean = F.conv2d(values, kernel, padding=1, groups=c) / total
         update = torch.where(removed, mean, values)
@@ -142,10 +144,12 @@ def remove_and_retrain(
     test_masks = top_fraction_masks(test_maps, fraction, seed=seed)
     mean = train_images.mean(dim=(0, 2, 3))
     retrained = new_model(train_images.shape[1])
-    train_classifier(retrained, fill_with_mean(train_images, train_masks, mean), train_labels, seed=seed, **train_options)
+    train_classifier(retrained, fill_with_mean(train_images, train_masks, mean), train_labels, seed=seed,
+                     **train_options)
     k = len(train_labels) if mask_train_size is None else mask_train_size
     mask_model = new_model(1)
-    train_classifier(mask_model, train_masks[:k, None].to(train_images.dtype), train_labels[:k], seed=seed, **train_options)
+    train_classifier(mask_model, train_masks[:k, None].to(train_images.dtype), train_labels[:k], seed=seed,
+                     **train_options)
     return Retrained(
         retrained=predict(retrained, fill_with_mean(test_images, test_masks, mean)) == test_labels,
         mask_only=predict(mask_model, test_masks[:, None].to(test_images.dtype)) == test_labels,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, normalize_maps, resolve_layer
+from .core import Target, rescale_maps, resolve_layer
 from .models import Normalize
 
 __all__ = [
@@ -72,11 +72,11 @@ def step_label(step: Step) -> str:
 
 
 def cascading_randomization(
-    model: nn.Module, steps: Sequence[Step], *, seed: int = 0, include_original: bool = True
+    model: nn.Module, cascade: Sequence[Step], *, seed: int = 0, include_original: bool = True
 ) -> Iterator[tuple[str, nn.Module]]:
-    """Yield ``(label, model copy)`` while randomising the layers in ``steps`` one step at a time.
+    """Yield ``(label, model copy)`` while randomising the layers of the ``cascade`` one step at a time.
 
-    ``steps`` lists layers (dotted names) from the output toward the input, e.g. ``["classifier",
+    ``cascade`` lists layers (dotted names) from the output toward the input, e.g. ``["classifier",
     "head", "blocks.15", ...]``; a step may be a list of names randomised together. The
     randomisation is cumulative: after step ``k`` the layers of steps ``0..k`` are all random
     (Adebayo et al.'s *cascading* randomisation). Everything happens on one ``copy.deepcopy`` of
@@ -84,9 +84,9 @@ def cascading_randomization(
     unrandomised copy comes first, labelled ``"original"``. Step ``k`` uses a generator seeded
     with ``seed + k``, so each step's weights do not depend on how many steps came before.
     """
-    labels = [step_label(s) for s in steps]
+    labels = [step_label(s) for s in cascade]
     work = copy.deepcopy(model).eval()
-    groups = [_step_modules(work, s) for s in steps]  # checks every name before any work
+    groups = [_step_modules(work, s) for s in cascade]  # checks every name before any work
     if include_original:
         yield "original", work
     for k, (label, modules) in enumerate(zip(labels, groups)):
@@ -116,7 +116,7 @@ def model_randomization_test(
     x: torch.Tensor,
     target: Target,
     methods: Mapping[str, Callable[[nn.Module, torch.Tensor, object], torch.Tensor]],
-    steps: Sequence[Step],
+    cascade: Sequence[Step],
     *,
     seed: int = 0,
 ) -> SanityResult:
@@ -124,19 +124,19 @@ def model_randomization_test(
 
     ``methods`` maps a name to ``method(model, x, target) -> [B, H, W]`` maps (e.g. absolute
     values reduced over colours). Each method runs on the trained model and again after every
-    step of :func:`cascading_randomization`. The maps are min-max normalised per image; the
-    similarity to the original map is measured with :func:`spearman_rank_correlation` and
-    :func:`ssim`. The target stays the class chosen on the trained model.
+    step of :func:`cascading_randomization` over ``cascade``. The maps are min-max rescaled per
+    image; the similarity to the original map is measured with :func:`spearman_rank_correlation`
+    and :func:`ssim`. The target stays the class chosen on the trained model.
     """
     per_step: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     labels = []
-    for label, randomized in cascading_randomization(model, steps, seed=seed):
+    for label, randomized in cascading_randomization(model, cascade, seed=seed):
         labels.append(label)
         for name, method in methods.items():
             step_maps = method(randomized, x, target).detach()
             if step_maps.dim() != 3:
                 raise ValueError(f"method {name!r} must return [B, H, W] maps, got shape {list(step_maps.shape)}")
-            per_step[name].append(normalize_maps(step_maps))
+            per_step[name].append(rescale_maps(step_maps))
     maps = {name: torch.stack(ms) for name, ms in per_step.items()}
     spearman = {name: torch.stack([spearman_rank_correlation(m[0], mk) for mk in m]) for name, m in maps.items()}
     similarity = {name: torch.stack([ssim(m[0], mk) for mk in m]) for name, m in maps.items()}

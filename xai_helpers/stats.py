@@ -32,7 +32,8 @@ from typing import Literal
 import torch
 from scipy import stats as _scipy_stats
 
-__all__ = ["Interval", "SignTest", "bootstrap_interval", "t_interval", "paired_difference_interval", "sign_test", "holm"]
+__all__ = ["Interval", "SignTest", "bootstrap_interval", "t_interval", "paired_difference_interval", "sign_test",
+           "holm"]
 
 Method = Literal["bca", "percentile"]
 
@@ -76,7 +77,9 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must lie in (0, 1), got {level}")
 
 
-def _bca_quantiles(replicates: torch.Tensor, estimate: float, jackknife: torch.Tensor, level: float) -> tuple[float, float]:
+def _bca_quantiles(
+    replicates: torch.Tensor, estimate: float, jackknife: torch.Tensor, level: float
+) -> tuple[float, float]:
     """BCa's two quantile levels of ``replicates``: the bias correction ``z0`` from the share of
     replicates below the estimate, the acceleration ``a`` from the jackknife estimates."""
     normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
@@ -88,7 +91,8 @@ def _bca_quantiles(replicates: torch.Tensor, estimate: float, jackknife: torch.T
     a = (d**3).sum() / denominator if denominator > 0 else torch.tensor(0.0, dtype=torch.float64)
     tail = (1 - level) / 2
     levels = []
-    for z in (normal.icdf(torch.tensor(tail, dtype=torch.float64)), normal.icdf(torch.tensor(1 - tail, dtype=torch.float64))):
+    tails = (torch.tensor(tail, dtype=torch.float64), torch.tensor(1 - tail, dtype=torch.float64))
+    for z in (normal.icdf(tails[0]), normal.icdf(tails[1])):
         levels.append(float(normal.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
     return levels[0], levels[1]
 
@@ -205,7 +209,9 @@ class SignTest:
         return f"{self.first} of {self.n} favour the first (p = {self.p_value:.3g}, two-sided sign test)"
 
 
-def sign_test(first: torch.Tensor | list[float], second: torch.Tensor | list[float], *, tolerance: float = 0.0) -> SignTest:
+def sign_test(
+    first: torch.Tensor | list[float], second: torch.Tensor | list[float], *, tolerance: float = 0.0
+) -> SignTest:
     """The sign test of two methods' scores on the same items (larger = favoured).
 
     Differences within ``tolerance`` of zero count as ties and are left out, as the test

@@ -304,7 +304,8 @@ class WebExplorer:
             if kind == "range":
                 controls.append(
                     f'<label>{label} <input type="range" data-choice="{choice}" min="0" max="{len(labels) - 1}" '
-                    f'step="1" value="{self.default[i]}"> <output>{html.escape(labels[self.default[i]])}</output></label>')
+                    f'step="1" value="{self.default[i]}"> '
+                    f'<output>{html.escape(labels[self.default[i]])}</output></label>')
             else:
                 options = "".join(
                     f'<option value="{j}"{" selected" if j == self.default[i] else ""}>{html.escape(text)}</option>'

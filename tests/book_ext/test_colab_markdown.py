@@ -168,12 +168,15 @@ def test_the_index_numbers_equations_as_the_book_does(book):
 def test_roles_and_directives_become_plain_markdown(book):
     book_dir, index = book
     first = "\n\n".join(_converted(book_dir, index, "01_first"))
-    for markup in ("(chap-first)=", ":::", "```{", "{numref}", "{eq}", "{glue", "{ref}", "{cite:t}", "(sec-first-more)"):
+    markups = ("(chap-first)=", ":::", "```{", "{numref}", "{eq}", "{glue", "{ref}", "{cite:t}", "(sec-first-more)")
+    for markup in markups:
         assert markup not in first, markup
-    assert "**Learning goals**\n>\n> After this chapter you can cite (Smith et al., 2020; Doe and Silva, 2019)." in first
+    assert ("**Learning goals**\n>\n> After this chapter you can cite (Smith et al., 2020; Doe and Silva, 2019)."
+            in first)
     assert "As Smith et al. (2020) showed" in first
     assert "$$\nL = x^2\n\\tag{1.1} $$" in first
-    assert "and (1.1) is all we need. The figure below shows it; see also\nthe next section and *The second chapter*." in first
+    assert ("and (1.1) is all we need. The figure below shows it; see also\nthe next section and *The second chapter*."
+            in first)
     assert "The share is (computed below), e.g. the figure above again." in first
     assert "```python\n# a code block in the text stays as it is: {cite}`smith2020`\n```" in first
     assert "**Solution to exercise 1**\n>\n> The answer is in a figure in *The second chapter*." in first

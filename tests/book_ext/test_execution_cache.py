@@ -51,7 +51,9 @@ def test_without_the_variable_the_build_executes_every_chapter(monkeypatch: pyte
     assert config.nb_execution_mode == "force"
 
 
-def test_a_cache_of_the_same_package_is_kept_and_another_is_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cache_of_the_same_package_is_kept_and_another_is_emptied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv(execution.ENVIRONMENT_VARIABLE, str(cache))
     config = _config()

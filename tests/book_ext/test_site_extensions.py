@@ -120,11 +120,13 @@ def test_math_is_found_in_a_page_or_not():
 
 
 def test_the_version_line_reads_pyproject_and_survives_outside_git(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = []\n\n[project]\nname = "x"\nversion = "0.2.0"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\n\n[project]\nname = "x"\nversion = "0.2.0"\n')
     assert html.book_version(tmp_path) == "0.2.0"
     assert html.book_version(tmp_path / "nowhere") == ""
     assert html.last_commit(tmp_path) == ("", "")          # not a git repository
-    assert html.version_line("0.2.0", "2026-12-03", "abc1234") == "Version 0.2.0 \u00b7 last updated 2026-12-03 (abc1234)"
+    expected = "Version 0.2.0 \u00b7 last updated 2026-12-03 (abc1234)"
+    assert html.version_line("0.2.0", "2026-12-03", "abc1234") == expected
     assert html.version_line("0.2.0", "", "") == "Version 0.2.0"
     assert html.version_line("", "2026-12-03", "") == "Last updated 2026-12-03"
 

@@ -4,7 +4,8 @@ import pytest
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "colab: simulates a Colab start in a fresh virtual environment (make test-colab)")
+    config.addinivalue_line(
+        "markers", "colab: simulates a Colab start in a fresh virtual environment (make test-colab)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -173,7 +173,8 @@ def test_colab_start_runs_a_chapter(capsys, copy_working_tree):
                     text = ANSI.sub("", "".join(out.get("text", "")))
                     # pip's own warnings (e.g. about this machine's package index folders) are fine
                     # in the setup cell, as they are in Colab; anything else on stderr is not.
-                    if i == setup_cell and all(line.startswith("WARNING:") for line in text.splitlines() if line.strip()):
+                    lines = [line for line in text.splitlines() if line.strip()]
+                    if i == setup_cell and all(line.startswith("WARNING:") for line in lines):
                         continue
                     stderr.append((i, text))
         assert not stderr, f"cells wrote to stderr or failed in the simulated Colab start: {stderr}"

@@ -45,7 +45,8 @@ def api_html(tmp_path_factory) -> str:
     sphinx = config["sphinx"]
     # Paths in _config.yml are relative to it (local extensions) or to book/ (extra files); the copy
     # lives elsewhere, and the site's MathJax (make mathjax) is not needed for this page.
-    sphinx["local_extensions"] = {name: str((ROOT / path).resolve()) for name, path in sphinx["local_extensions"].items()}
+    sphinx["local_extensions"] = {name: str((ROOT / path).resolve())
+                                  for name, path in sphinx["local_extensions"].items()}
     sphinx["config"]["html_extra_path"] = []
     (tmp / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     toc = {"format": "jb-book", "root": "intro",

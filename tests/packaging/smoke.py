@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import xai_helpers
-from xai_helpers.cam import grad_cam
 from xai_helpers.data import sample_image
-from xai_helpers.gradients import saliency
+from xai_helpers.methods.cam import grad_cam
+from xai_helpers.methods.gradients import saliency
+from xai_helpers.methods.perturbation import occlusion
 from xai_helpers.models import SmallCNN, efficientnet_lite0, imagenet_categories
-from xai_helpers.perturbation import occlusion
 
 
 def corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -30,7 +30,7 @@ report = {"file": xai_helpers.__file__, "sys_path": sys.path,
           "finders": [type(f).__name__ + ":" + getattr(f, "__module__", "") for f in sys.meta_path]}
 
 # A CAM. SmallCNN ends in GAP + linear, so Grad-CAM at relu3 is CAM: ReLU(sum_k w_ck A_k).
-cam = grad_cam(model, x, target, "relu3")
+cam = grad_cam(model, x, target, layer="relu3")
 with torch.no_grad():
     a = model.features(x)                                        # [2, 64, 8, 8]
     w = model.fc.weight[target]                                  # [2, 64]

@@ -24,11 +24,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -102,7 +102,8 @@ def test_wheel_contents(wheel):
     assert not any("__pycache__" in n for n in names)
     # The declared dependencies are the ones in pyproject.toml.
     metadata = zipfile.ZipFile(wheel).read(dist_info + "METADATA").decode()
-    declared = {Requirement(r).name for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name for r in project["dependencies"]}
     listed = {Requirement(line.split(":", 1)[1].strip()).name for line in metadata.splitlines()
               if line.startswith("Requires-Dist:") and "extra ==" not in line}
     assert listed == declared, (listed, declared)

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from xai_helpers import registry, sanity
-from xai_helpers.benchmarks import DisconnectedGrid, shape_grids, shape_set
-from xai_helpers.core import normalize_maps
+from xai_helpers.core import rescale_maps
 from xai_helpers.data import make_shapes
 from xai_helpers.evaluation import energy_in_mask, pointing_game
 from xai_helpers.models import SmallCNN
 from xai_helpers.removal import fill_with_mean, noisy_linear_imputation, remove_and_retrain, top_fraction_masks
 from xai_helpers.sanity import spearman_rank_correlation
 from xai_helpers.stats import bootstrap_interval, paired_difference_interval
+from xai_helpers.testbeds import DisconnectedGrid, shape_grids, shape_set
 from xai_helpers.training import accuracy, predict, train_classifier, train_small_cnn
 
 Claims = dict[str, dict[str, float | str]]
@@ -113,7 +113,7 @@ def polarity_model(seed: int) -> Claims:
 
 # ----------------------------------------------------------------------------- 2. chapter 15's findings
 PIXEL = {"saliency": {}, "guided_backprop": {}, "gradient_x_input": {},
-         "integrated_gradients": dict(steps=16, baseline=0.5, batch_size=256)}
+         "integrated_gradients": dict(steps=16, baseline=0.5, chunk_size=256)}
 
 
 def heat(name, net, x, target, **options):
@@ -134,17 +134,22 @@ def difull(seed: int) -> Claims:
     for name, options in PIXEL.items():
         claims[f"DiFull {name} low"] = above(score(heat(name, disconnected, x, cell_targets, **options)).low, 0.99)
     for layer in ["relu1", "relu2", "relu3"]:
-        claims[f"DiFull layer_cam {layer} low"] = above(score(heat("layer_cam", disconnected, x, cell_targets, layer="model." + layer)).low, 0.95)
-        claims[f"DiFull grad_cam {layer} high"] = below(score(heat("grad_cam", disconnected, x, cell_targets, layer="model." + layer)).high, 0.8)
+        inner = "model." + layer
+        claims[f"DiFull layer_cam {layer} low"] = above(
+            score(heat("layer_cam", disconnected, x, cell_targets, layer=inner)).low, 0.95)
+        claims[f"DiFull grad_cam {layer} high"] = below(
+            score(heat("grad_cam", disconnected, x, cell_targets, layer=inner)).high, 0.8)
     connected = {f"{name} input": heat(name, model, x, classes, **options) for name, options in PIXEL.items()}
-    connected |= {f"layer_cam {layer}": heat("layer_cam", model, x, classes, layer=layer) for layer in ["relu1", "relu2", "relu3"]}
+    connected |= {f"layer_cam {layer}": heat("layer_cam", model, x, classes, layer=layer)
+                  for layer in ["relu1", "relu2", "relu3"]}
     deep = heat("grad_cam", model, x, classes, layer="relu3")
     shallow = heat("grad_cam", model, x, classes, layer="relu1")
     claims["GridPG grad_cam relu3 - relu1 low"] = above(
         bootstrap_interval(energy_in_mask(deep, masks) - energy_in_mask(shallow, masks), groups=grid_of).low, 0.1)
     for name, maps in connected.items():
         claims[f"GridPG {name} high"] = below(score(maps).high, 0.6 if name == "layer_cam relu3" else 0.5)
-    others = max(score(m).high for m in [*connected.values(), shallow, heat("grad_cam", model, x, classes, layer="relu2")])
+    middle = heat("grad_cam", model, x, classes, layer="relu2")
+    others = max(score(m).high for m in [*connected.values(), shallow, middle])
     claims["GridPG grad_cam relu3 low - best other high"] = above(score(deep).low - others, 0.0)
     return claims
 
@@ -158,7 +163,8 @@ def data_randomisation(seed: int) -> Claims:
     claims: Claims = {
         "memoriser memorises": above(accuracy(memoriser, train.images[:96], pair.permuted), 0.999),
         "yardstick fits its 96": above(accuracy(yardstick, train.images[:96], train.labels[:96]), 0.999),
-        "memoriser test accuracy mean": below(bootstrap_interval((predict(memoriser, test.images) == test.labels).float()).mean, 0.45),
+        "memoriser test accuracy mean": below(
+            bootstrap_interval((predict(memoriser, test.images) == test.labels).float()).mean, 0.45),
         "memoriser epochs": measured(pair.epochs[0]),
         "yardstick epochs": measured(pair.epochs[1]),
     }
@@ -168,20 +174,25 @@ def data_randomisation(seed: int) -> Claims:
     edges = (F.conv2d(grey, sobel[None, None]) ** 2 + F.conv2d(grey, sobel.T[None, None]) ** 2).sqrt()[:, 0]
     effect = {}
     for name, options in [*PIXEL.items(), ("grad_cam", dict(layer="relu3"))]:
-        true_maps, memorised = heat(name, model, probe, labels, **options), heat(name, memoriser, probe, labels, **options)
+        true_maps = heat(name, model, probe, labels, **options)
+        memorised = heat(name, memoriser, probe, labels, **options)
         similarity = spearman_rank_correlation(true_maps, memorised)
         unchanged = spearman_rank_correlation(true_maps, heat(name, yardstick, probe, labels, **options))
         effect[name] = paired_difference_interval(unchanged, similarity)
         if name == "grad_cam":
             claims["label effect grad_cam low"] = above(effect[name].low, 0.0)
-            claims["memoriser vs edges grad_cam low"] = measured(bootstrap_interval(spearman_rank_correlation(memorised, edges)).low)
+            claims["memoriser vs edges grad_cam low"] = measured(
+                bootstrap_interval(spearman_rank_correlation(memorised, edges)).low)
             continue
         claims[f"|label effect {name} mean|"] = below(abs(effect[name].mean), 0.15)
         claims[f"similarity {name} mean"] = above(bootstrap_interval(similarity).mean, 0.3)
-        claims[f"memoriser vs edges {name} low"] = above(bootstrap_interval(spearman_rank_correlation(memorised, edges)).low, 0.0)
+        claims[f"memoriser vs edges {name} low"] = above(
+            bootstrap_interval(spearman_rank_correlation(memorised, edges)).low, 0.0)
     pixel = list(PIXEL)
-    claims["grad_cam effect low - pixel highs"] = above(effect["grad_cam"].low - max(effect[n].high for n in pixel), 0.0)
-    claims["grad_cam effect / largest pixel mean"] = above(effect["grad_cam"].mean / max(effect[n].mean for n in pixel), 2.0)
+    claims["grad_cam effect low - pixel highs"] = above(
+        effect["grad_cam"].low - max(effect[n].high for n in pixel), 0.0)
+    claims["grad_cam effect / largest pixel mean"] = above(
+        effect["grad_cam"].mean / max(effect[n].mean for n in pixel), 2.0)
     return claims
 
 
@@ -196,7 +207,8 @@ def roar(seed: int) -> Claims:
         if name == "random":
             return torch.zeros(images.shape[0], 32, 32)
         options = dict(layer="relu3") if name == "grad_cam" else {}
-        return torch.cat([heat(name, model, images[i:i + 500], labels[i:i + 500], **options) for i in range(0, len(images), 500)])
+        return torch.cat([heat(name, model, images[i:i + 500], labels[i:i + 500], **options)
+                          for i in range(0, len(images), 500)])
 
     roar_result, nli, claims = {}, {}, {}
     for name in ["random", "saliency", "grad_cam"]:
@@ -207,8 +219,9 @@ def roar(seed: int) -> Claims:
             mean_fill = (predict(model, fill_with_mean(test.images, removed, mean)) == test.labels).float()
             claims["mean fill, random removal, high"] = below(bootstrap_interval(mean_fill).high, 0.5)
         if name != "saliency":
-            roar_result[name] = remove_and_retrain(lambda c: SmallCNN(num_classes=3, in_channels=c), x, y, importance(name, x, y),
-                                                   test.images, test.labels, test_maps, 0.3, mask_train_size=1000, seed=seed)
+            roar_result[name] = remove_and_retrain(
+                lambda c: SmallCNN(num_classes=3, in_channels=c), x, y, importance(name, x, y),
+                test.images, test.labels, test_maps, 0.3, mask_train_size=1000, seed=seed)
     claims["mask-only grad_cam low"] = above(bootstrap_interval(roar_result["grad_cam"].mask_only.float()).low, 0.5)
     claims["mask-only random high"] = below(bootstrap_interval(roar_result["random"].mask_only.float()).high, 0.45)
     claims["mask-only grad_cam - random low"] = above(paired_difference_interval(
@@ -235,7 +248,7 @@ def polarity(seed: int) -> Claims:
     methods = PIXEL | {"smoothgrad": dict(n_samples=16, seed=0), "grad_cam": dict(layer="relu3")}
     maps = {name: heat(name, balanced, x, y, **options) for name, options in methods.items()}
     hits = {name: pointing_game(m, masks).float() for name, m in maps.items()}
-    brightness, darkness = normalize_maps(x.mean(1)), normalize_maps(1 - x.mean(1))
+    brightness, darkness = rescale_maps(x.mean(1)), rescale_maps(1 - x.mean(1))
     claims["brightness control = lighter"] = above(float(torch.equal(pointing_game(brightness, masks), lighter)), 0.5)
     for name, h in hits.items():
         claims[f"strict {name} mean"] = measured(h.mean())
@@ -251,12 +264,15 @@ def polarity(seed: int) -> Claims:
             continue
         claims[f"light-on-dark {name} mean"] = above(lod_hits.mean(), 0.75)
         claims[f"light-on-dark - random polarity {name}"] = above(lod_hits.mean() - hits[name].mean(), 0.15)
-    claims["gradient_x_input lighter - darker"] = above(hits["gradient_x_input"][lighter].mean() - hits["gradient_x_input"][~lighter].mean(), 0.3)
+    claims["gradient_x_input lighter - darker"] = above(
+        hits["gradient_x_input"][lighter].mean() - hits["gradient_x_input"][~lighter].mean(), 0.3)
     on_lighter, on_darker = hits["guided_backprop"][lighter].mean(), hits["guided_backprop"][~lighter].mean()
     claims["guided_backprop |lighter - darker|"] = measured(abs(on_lighter - on_darker))
-    control_best = max(bootstrap_interval(pointing_game(c, masks, tolerance=2).float()).high for c in (brightness, darkness))
+    control_best = max(bootstrap_interval(pointing_game(c, masks, tolerance=2).float()).high
+                       for c in (brightness, darkness))
     for name, m in maps.items():
-        claims[f"within 2 px {name} low - control"] = above(bootstrap_interval(pointing_game(m, masks, tolerance=2).float()).low - control_best, 0.0)
+        claims[f"within 2 px {name} low - control"] = above(
+            bootstrap_interval(pointing_game(m, masks, tolerance=2).float()).low - control_best, 0.0)
     return claims
 
 
@@ -267,8 +283,8 @@ CASCADE = ["fc", ["conv3", "bn3"], ["conv2", "bn2"], ["conv1", "bn1"]]
 
 def shape_methods() -> dict[str, Callable]:
     """Every registered method but deconvnet, as (model, x, target) -> [B, H, W] heatmaps, chapter 14's settings."""
-    options = {"score_cam": dict(layer="relu3", batch_size=4), "occlusion": dict(window=8, stride=4, batch_size=4),
-               "smoothgrad": dict(n_samples=16, seed=0), "integrated_gradients": dict(steps=16, batch_size=16)}
+    options = {"score_cam": dict(layer="relu3", chunk_size=4), "occlusion": dict(window=8, stride=4, chunk_size=4),
+               "smoothgrad": dict(n_samples=16, seed=0), "integrated_gradients": dict(steps=16, chunk_size=16)}
 
     def of(method):
         settings = options.get(method.name, {"layer": "relu3"} if method.needs_layer else {})
@@ -285,11 +301,12 @@ def localisation(seed: int) -> Claims:
     x, y, masks = test.images[correct], test.labels[correct], test.masks[correct]
     methods = shape_methods()
     maps = {name: method(model, x, y) for name, method in methods.items()}
-    maps["brightness"] = normalize_maps(x.mean(1))
+    maps["brightness"] = rescale_maps(x.mean(1))
     hits = {name: pointing_game(m, masks).float() for name, m in maps.items()}
     shares = {name: energy_in_mask(m, masks) for name, m in maps.items()}
     claims: Claims = {"brightness pointing": above(hits["brightness"].mean(), 0.9)}
-    claims["brightness pointing - best method"] = above(hits["brightness"].mean() - max(h.mean() for n, h in hits.items() if n != "brightness"), -1e-9)
+    claims["brightness pointing - best method"] = above(
+        hits["brightness"].mean() - max(h.mean() for n, h in hits.items() if n != "brightness"), -1e-9)
     blank = {name: int((m.flatten(1).amax(1) == 0).sum()) for name, m in maps.items()}
     claims["score_cam blank maps"] = above(blank["score_cam"], 9.5)
     for c in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam"]:
@@ -343,7 +360,8 @@ def shapes_13():
 @finding("14: a planted cue (exercise 3)")
 def cued(seed: int) -> Claims:
     train, test = shapes_13()
-    cued_train, cued_test = make_shapes(3000, size=32, seed=1, spurious_cue=True), make_shapes(400, size=32, seed=2, spurious_cue=True)
+    cued_train = make_shapes(3000, size=32, seed=1, spurious_cue=True)
+    cued_test = make_shapes(400, size=32, seed=2, spurious_cue=True)
     net = train_small_cnn(cued_train.images, cued_train.labels, seed=seed)
     claims: Claims = {"cued accuracy": above(accuracy(net, cued_test.images, cued_test.labels), 0.95),
                       "clean accuracy": below(accuracy(net, test.images, test.labels), 0.45)}
@@ -416,7 +434,7 @@ def my_cnn(seed: int) -> Claims:
             "peak on the object": above(pointing_game(maps, test.masks).float().mean(), 0.45)}
 
 
-# ----------------------------------------------------------------------------- 6. whole chapters that train from many starts
+# ------------------------------------------------------------------ 6. whole chapters that train from many starts
 def run_chapter(name: str) -> None:
     """Execute every code cell of ``book/<name>.md`` in order, as the book's build does (asserts included)."""
     import os

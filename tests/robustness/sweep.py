@@ -103,7 +103,8 @@ def main() -> None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 worst = min((c["margin"] for c in record["claims"].values() if c["op"] != "="), default=float("nan"))
-                print(f"  {setting:<13} seed {record['seed']:<3} {record['finding']:<40} worst margin {worst:+.3f}", flush=True)
+                print(f"  {setting:<13} seed {record['seed']:<3} {record['finding']:<40} worst margin {worst:+.3f}",
+                      flush=True)
             if any(p.wait() for p in procs):
                 raise SystemExit(f"a worker for {setting} failed")
             print(f"{setting}: {time.perf_counter() - start:.0f} s", flush=True)

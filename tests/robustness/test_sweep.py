@@ -24,7 +24,8 @@ def test_seed_ranges_and_lists():
 
 
 def test_every_setting_changes_a_numerical_library_variable():
-    known = {"ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE"}
+    known = {"ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "NPY_DISABLE_CPU_FEATURES",
+             "OPENBLAS_CORETYPE"}
     assert sweep.SETTINGS["native"] == {}
     assert all(env and set(env) <= known for name, env in sweep.SETTINGS.items() if name != "native")
     assert len(sweep.SETTINGS) >= 5     # native and the four settings of the evidence standard, at least
@@ -46,8 +47,10 @@ def test_every_finding_names_a_chapter_of_the_book():
 
 def test_the_table_reports_the_worst_run_and_failures(capsys):
     records = [
-        {"finding": "f", "seed": 0, "setting": "native", "claims": {"x": findings.above(0.95, 0.9), "m": findings.measured(1.0)}},
-        {"finding": "f", "seed": 1, "setting": "omp1", "claims": {"x": findings.above(0.85, 0.9), "m": findings.measured(2.0)}},
+        {"finding": "f", "seed": 0, "setting": "native",
+         "claims": {"x": findings.above(0.95, 0.9), "m": findings.measured(1.0)}},
+        {"finding": "f", "seed": 1, "setting": "omp1",
+         "claims": {"x": findings.above(0.85, 0.9), "m": findings.measured(2.0)}},
     ]
     sweep.print_table(records)
     out = capsys.readouterr().out

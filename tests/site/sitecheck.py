@@ -174,7 +174,8 @@ def check_math(driver) -> list[str]:
         return {
             math: math.length,
             untypeset: math.filter(e => !e.querySelector("mjx-container")).map(e => e.textContent.slice(0, 80)),
-            errors: Array.from(document.querySelectorAll("mjx-merror"), e => e.getAttribute("data-mjx-error") || e.textContent),
+            errors: Array.from(document.querySelectorAll("mjx-merror"),
+                               e => e.getAttribute("data-mjx-error") || e.textContent),
             mathjax: !!(window.MathJax && MathJax.startup),
             text: body.textContent,
             badFonts: Array.from(document.fonts).filter(f => f.status === "error").map(f => f.family),
@@ -199,7 +200,8 @@ def check_local_resources(driver, base_url: str) -> list[str]:
         """
         const urls = performance.getEntriesByType("resource").map(e => e.name);
         for (const s of document.querySelectorAll("script[src]")) urls.push(s.src);
-        for (const l of document.querySelectorAll("link[rel~='stylesheet'][href], link[rel~='preload'][href]")) urls.push(l.href);
+        const links = "link[rel~='stylesheet'][href], link[rel~='preload'][href]";
+        for (const l of document.querySelectorAll(links)) urls.push(l.href);
         return urls;
         """
     )
@@ -270,7 +272,10 @@ def check_solutions_hidden(driver) -> list[str]:
         for (const a of dropdowns()) {
             for (const child of a.children) {
                 if (child.classList.contains("admonition-title")) continue;
-                if (visible(child)) { out.push(`dropdown '${titleOf(a)}' shows its content while closed: ${text(child)}`); break; }
+                if (visible(child)) {
+                    out.push(`dropdown '${titleOf(a)}' shows its content while closed: ${text(child)}`);
+                    break;
+                }
             }
             if (!/^solution/i.test(titleOf(a))) continue;
             for (let n = a.nextElementSibling; n && n.matches(".cell"); n = n.nextElementSibling) {
@@ -300,10 +305,14 @@ def check_solutions_open(driver) -> list[str]:
             if (!title) { out.push(`solution without a title to click: ${text(a)}`); continue; }
             title.click();
             const name = titleOf(a);
-            const prose = Array.from(a.children).filter(c => !c.classList.contains("admonition-title") && !c.matches(".cell"));
+            const prose = Array.from(a.children).filter(
+                c => !c.classList.contains("admonition-title") && !c.matches(".cell"));
             if (prose.length && !prose.some(visible)) out.push(`'${name}' opened, but its text stays hidden`);
             for (const cell of cells) {
-                if (!visible(cell)) { out.push(`'${name}' opened, but its cell stays hidden: ${text(cell)}`); continue; }
+                if (!visible(cell)) {
+                    out.push(`'${name}' opened, but its cell stays hidden: ${text(cell)}`);
+                    continue;
+                }
                 for (const output of cell.querySelectorAll(".cell_output"))
                     if (!visible(output)) out.push(`'${name}' opened, but an output stays hidden: ${text(output)}`);
                 for (const img of cell.querySelectorAll(".cell_output img"))
@@ -476,7 +485,8 @@ def check_pdf_link(driver, site_dir: Path, base_url: str) -> list[str]:
 def check_no_failure_banner(driver) -> list[str]:
     """No banner of a chapter whose code failed (book/_ext/xai_book_failures.py)."""
     texts = driver.execute_script(
-        "return Array.from(document.querySelectorAll('.xai-run-failed'), e => e.textContent.trim().replace(/\\s+/g, ' '));")
+        "return Array.from(document.querySelectorAll('.xai-run-failed'), "
+        "e => e.textContent.trim().replace(/\\s+/g, ' '));")
     return [f"the page says its code failed: {t[:160]}" for t in texts]
 
 

@@ -10,7 +10,6 @@ import struct
 import zlib
 
 import pytest
-
 from sitecheck import (
     PDF_NAME,
     check_alt_text,
@@ -36,7 +35,6 @@ from sitecheck import (
     page_problems,
     site_pages,
 )
-
 
 
 def _png(width: int = 1, height: int = 1) -> bytes:
@@ -115,9 +113,12 @@ BROKEN_READER = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>reade
 <div class="cell_output"><img src="dot.png" alt="_images/0a1b2c3d.png"><img src="dot.png"></div>
 <div class="cell_output"><img src="dot.png" alt="blown up" style="width:40px"></div>
 <div class="cell_output"><img src="wide.png" alt="shrunk" style="width:200px"></div>
-<div class="xai-explorer" style="width:600px"><img class="xai-explorer-image" src="wide.png" alt="explorer" style="width:300px" data-xai-dpi="100"></div>
-<div class="highlight" style="width:200px"><pre style="overflow:auto;font-size:14px">a = "a line of forty characters, or so"</pre></div>
-<div class="math" style="width:300px;overflow:hidden"><mjx-container display="true" style="display:block;overflow:auto"><span style="display:inline-block;width:900px">wide</span></mjx-container></div>
+<div class="xai-explorer" style="width:600px"><img class="xai-explorer-image" src="wide.png" alt="explorer"
+  style="width:300px" data-xai-dpi="100"></div>
+<div class="highlight" style="width:200px"><pre
+  style="overflow:auto;font-size:14px">a = "a line of forty characters, or so"</pre></div>
+<div class="math" style="width:300px;overflow:hidden"><mjx-container display="true"
+  style="display:block;overflow:auto"><span style="display:inline-block;width:900px">wide</span></mjx-container></div>
 </article></body></html>""".replace("TOGGLE", TOGGLE)
 
 # The phone menu: a working one, and the theme's bug (the handler on a hidden second button).

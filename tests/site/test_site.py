@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from sitecheck import (
     PDF_NAME,
     check_console,
@@ -284,7 +283,8 @@ def test_screenshots(browser, site):
         menu = driver.find_element("css selector", "div.xai-explorer select[data-choice='image']")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", menu)
         Select(menu).select_by_visible_text("cat + coffee")
-        assert "image: cat + coffee" in driver.find_element("css selector", "img.xai-explorer-image").get_attribute("alt")
+        image = driver.find_element("css selector", "img.xai-explorer-image")
+        assert "image: cat + coffee" in image.get_attribute("alt")
 
     _screenshot(browser, site.url(explorer_page), SCREENSHOTS / "explorer.png", 900,
                 scroll_to="div.xai-explorer", before=pick_cat)

@@ -36,12 +36,13 @@ def photo_patches(names: Sequence[str] | None = None, *, image_size: int = 224, 
 
 @torch.no_grad()
 def patch_scores(model: nn.Module, patches: torch.Tensor, layers: Sequence[str],
-                 batch_size: int = 128) -> dict[str, torch.Tensor]:
+                 chunk_size: int = 128) -> dict[str, torch.Tensor]:
     """Mean activation of every channel of each of ``layers`` for every patch: ``{layer: [N, C]}``.
 
-    One forward pass over the patches serves all the layers, and it stops at the deepest of them.
+    One forward pass over the patches (``chunk_size`` at a time) serves all the layers, and it stops
+    at the deepest of them.
     """
-    chunks = [activations(model, chunk, layers) for chunk in patches.split(batch_size)]
+    chunks = [activations(model, chunk, layers) for chunk in patches.split(chunk_size)]
     return {name: torch.cat([acts[name].mean((2, 3)) for acts in chunks]) for name in layers}
 
 

@@ -101,7 +101,8 @@ class FourierImage(nn.Module):
     def set_image(self, image: torch.Tensor) -> "FourierImage":
         """Set the parameters so that ``self()`` returns ``image`` ``[B, 3, H, W]`` (values in (0, 1))."""
         if image.shape != (self.spectrum.shape[0], 3, self.h, self.w):
-            raise ValueError(f"expected an image [{self.spectrum.shape[0]}, 3, {self.h}, {self.w}], got {list(image.shape)}")
+            raise ValueError(
+                f"expected an image [{self.spectrum.shape[0]}, 3, {self.h}, {self.w}], got {list(image.shape)}")
         logit = torch.logit(image.clamp(1e-4, 1 - 1e-4))
         z = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.colors), logit)
         coefficients = torch.fft.rfft2(z * 4 / math.sqrt(self.h * self.w), norm="ortho") / self.scale

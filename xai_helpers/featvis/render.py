@@ -1,23 +1,22 @@
 """The render loop: gradient ascent on an objective, with an early-stopping forward pass.
 
 :func:`render` builds a parametrised image batch, then repeats: transform the image, run the network
-*only as far as the objective needs*, and take an Adam step that raises the objective. Forward hooks
-record the layers the objective reads; as soon as the last of them has produced its output, the hook
-raises a private ``_StopForward`` exception, so the rest of the network never runs (a channel in ``blocks.1`` costs
-a few layers, not the whole network). Hooks are removed, and the model's mode and ``requires_grad``
-flags restored, even after an error.
+*only as far as the objective needs*, and take an Adam step that raises the objective, ``iterations``
+times. Forward hooks record the layers the objective reads; as soon as the last of them has produced
+its output, the forward pass stops (:func:`xai_helpers.core.forward_until`), so the rest of the
+network never runs (a channel in ``blocks.1`` costs a few layers, not the whole network). Hooks are
+removed, and the model's mode and ``requires_grad`` flags restored, even after an error.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core import explaining, resolve_layer
+from ..core import explaining, forward_until
 from .objectives import INPUT, Objective
 from .param import make_param
 from .transforms import Transform
@@ -25,43 +24,11 @@ from .transforms import Transform
 __all__ = ["RenderResult", "render", "activations", "evaluate"]
 
 
-class _StopForward(Exception):
-    """Raised inside a forward hook once every layer we need has run."""
-
-
-@contextmanager
-def _recording(model: nn.Module, layers: Sequence[str], stop_early: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of ``layers`` in a dict during ``model(x)``; optionally stop after the last."""
-    acts: dict[str, torch.Tensor] = {}
-    wanted = [name for name in layers if name != INPUT]
-    modules = {name: resolve_layer(model, name) for name in wanted}  # unknown names fail here, clearly
-
-    def make_hook(name):
-        def hook(_module, _inputs, output):
-            acts.setdefault(name, output)  # first call wins if a module runs twice
-            if stop_early and all(n in acts for n in wanted):
-                raise _StopForward
-        return hook
-
-    handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
-    try:
-        yield acts
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop_early: bool = True) -> dict[str, torch.Tensor]:
+def _forward(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str], stop_early: bool = True
+) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` (stopping early if asked) and return ``{layer: output}`` for ``layers``."""
-    with _recording(model, layers, stop_early) as acts:
-        try:
-            model(x)
-        except _StopForward:
-            pass
-    missing = [n for n in layers if n != INPUT and n not in acts]
-    if missing:
-        raise RuntimeError(f"layers {missing} never ran in the forward pass; are they used by forward()?")
-    return acts
+    return forward_until(model, x, [name for name in layers if name != INPUT], stop_early=stop_early)
 
 
 @torch.no_grad()
@@ -80,8 +47,8 @@ def evaluate(model: nn.Module, objective: Objective, x: torch.Tensor) -> torch.T
 
 @dataclass
 class RenderResult:
-    """``images [B, 3, H, W]`` in [0, 1]; ``history [steps, B]`` the objective before each step;
-    ``seconds`` the wall time of the loop."""
+    """``images [B, 3, H, W]`` in [0, 1]; ``history [iterations, B]`` the objective before each Adam
+    step; ``seconds`` the wall time of the loop."""
 
     images: torch.Tensor
     history: torch.Tensor
@@ -95,14 +62,15 @@ def render(
     param: str | nn.Module = "fourier",
     batch: int = 1,
     size: int = 128,
-    steps: int = 128,
+    iterations: int = 128,
     lr: float = 0.05,
     transforms: Transform | None = None,
     seed: int = 0,
     stop_early: bool = True,
     progress: bool = False,
 ) -> RenderResult:
-    """Maximise ``objective`` over a batch of ``batch`` images of ``size x size`` pixels with Adam.
+    """Maximise ``objective`` over a batch of ``batch`` images of ``size x size`` pixels with ``iterations``
+    steps of Adam.
 
     ``param`` is ``"fourier"`` (decorrelated, 1/f-scaled; the default), ``"fourier_rgb"``,
     ``"pixel"``, or a ready parametrisation module (its ``batch`` wins). One ``torch.Generator``
@@ -115,7 +83,7 @@ def render(
     history = []
     start = time.perf_counter()
     with explaining(model):
-        for step in range(steps):
+        for step in range(iterations):
             image = image_param()
             x = transforms(image, generator) if transforms is not None else image
             acts = _forward(model, x, objective.layers, stop_early)
@@ -125,8 +93,8 @@ def render(
             (-score.sum()).backward()
             optimizer.step()
             history.append(score.detach())
-            if progress and (step + 1) % max(1, steps // 10) == 0:
-                print(f"step {step + 1:4d}/{steps}: objective {score.mean().item():.3f}", flush=True)
+            if progress and (step + 1) % max(1, iterations // 10) == 0:
+                print(f"step {step + 1:4d}/{iterations}: objective {score.mean().item():.3f}", flush=True)
     with torch.no_grad():
         images = image_param().detach()
     return RenderResult(images, torch.stack(history), time.perf_counter() - start)

@@ -45,6 +45,11 @@ The mechanism: inside :func:`relu_rule` a :class:`torch.overrides.TorchFunctionM
 torch function call. Activation modules call the functional ops, so this one mechanism covers
 modules and functional calls alike; each recognised call is computed by :class:`_RuleFunction`,
 whose forward is the activation and whose backward is the rule. Nothing on the model is changed.
+
+The activations' local derivatives ``f'`` are written once, here (:func:`local_derivative`): LRP and
+DeepLIFT (:mod:`xai_helpers.relevance.hooks`) take theirs from it too. The rules of layer-wise
+relevance propagation, which act on linear layers rather than activations, are in
+:mod:`xai_helpers.relevance.rules`.
 """
 from __future__ import annotations
 
@@ -156,7 +161,8 @@ _UNKNOWN_MODULES = (nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.PReLU, nn.RReLU, nn.So
                     nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Softsign, nn.LogSigmoid)
 _UNKNOWN_FUNCTIONS = {
     F.elu, F.elu_, F.selu, F.celu, F.mish, F.softplus, F.prelu, F.rrelu, F.rrelu_, F.glu, F.threshold,
-    getattr(F, "threshold_"), F.hardshrink, F.softshrink, F.tanhshrink, F.softsign, F.logsigmoid, torch.selu, torch.selu_,
+    getattr(F, "threshold_"), F.hardshrink, F.softshrink, F.tanhshrink, F.softsign, F.logsigmoid,
+    torch.selu, torch.selu_,
     torch.celu, torch.celu_, torch.prelu, torch.rrelu, torch.hardshrink, torch._C._nn.elu,
     torch._C._nn.softplus, torch._C._nn.mish, torch._C._nn.glu, torch._C._nn.softshrink,
 }
@@ -374,10 +380,10 @@ def _check_module_kinds(model: nn.Module, rule: BackwardRule) -> list[str]:
 
 
 @contextmanager
-def relu_rule(model: nn.Module, rule: str | BackwardRule) -> Iterator[list[str]]:
-    """Within the block, backpropagate through every recognised activation of ``model`` by ``rule``.
+def relu_rule(model: nn.Module, backward: str | BackwardRule) -> Iterator[list[str]]:
+    """Within the block, backpropagate through every recognised activation of ``model`` by the rule ``backward``.
 
-    ``rule`` is a :class:`BackwardRule` or a name from :data:`RULES` (``"gradient"``,
+    ``backward`` is a :class:`BackwardRule` or a name from :data:`RULES` (``"gradient"``,
     ``"deconvnet"``, ``"guided"``). Yields the names of the activation *modules* the rule applies
     to; functional calls (``F.relu``, ``x.clamp(min=0)``, ...) follow the rule as well. A forward
     pass of ``model`` under grad mode that meets no recognised activation, or one that has no rule,
@@ -389,7 +395,7 @@ def relu_rule(model: nn.Module, rule: str | BackwardRule) -> Iterator[list[str]]
     (a model that ignores the returned tensor of an in-place activation would see its input
     unchanged; ``nn.Sequential`` and torchvision's models use the returned tensor).
     """
-    rule = as_rule(rule)
+    rule = as_rule(backward)
     names = _check_module_kinds(model, rule)
     mode = _RuleMode(rule)
     depth_and_count: list[int] = []
@@ -416,9 +422,10 @@ def relu_rule(model: nn.Module, rule: str | BackwardRule) -> Iterator[list[str]]
 
 
 def input_gradients(
-    model: nn.Module, x: torch.Tensor, target: Target, rule: str | BackwardRule | None = None
+    model: nn.Module, x: torch.Tensor, target: Target, backward: str | BackwardRule | None = None
 ) -> torch.Tensor:
-    """``d y^c / d x`` for each image, ``[B, C, H, W]``, under the backward ``rule`` (``None``: plain autograd).
+    """``d y^c / d x`` for each image, ``[B, C, H, W]``, under the backward rule ``backward`` (a name from
+    :data:`RULES` or a :class:`BackwardRule`; ``None``: plain autograd).
 
     ``x`` is detached and cloned before it gets ``requires_grad`` (the caller's tensor is untouched);
     the parameters are frozen by :func:`~xai_helpers.core.explaining`, so no parameter gets a ``.grad``.
@@ -429,11 +436,11 @@ def input_gradients(
     check_autograd_available("a gradient")
     leaf = x.detach().clone().requires_grad_(True)
     with explaining(model), torch.enable_grad():
-        if rule is None:
+        if backward is None:
             scores = select_scores(model(leaf.clone()), target)
             (g,) = torch.autograd.grad(scores.sum(), leaf)
         else:
-            with relu_rule(model, rule):
+            with relu_rule(model, backward):
                 # the model gets a copy of the leaf, so a model that works in place on its input still runs
                 scores = select_scores(model(leaf.clone()), target)
                 (g,) = torch.autograd.grad(scores.sum(), leaf)

@@ -19,85 +19,73 @@ is the *number of gradient evaluations along the path* per image (the cost of th
 ====================  ===============================================  ============================
 
 :func:`integrated_gradients_to_tolerance` doubles ``steps`` until the completeness error is below
-a given fraction of ``|y^c(x) - y^c(x')|`` and reports what it reached.
+a given fraction of ``|y^c(x) - y^c(x')|`` and reports what it reached. The completeness error
+itself is :func:`xai_helpers.core.completeness_error`, shared with DeepLIFT and LRP. The baseline
+``x'`` is ``0.0``, the black image, unless told otherwise.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .core import Target, as_targets, baseline_like, check_images, explaining, select_scores
-from .registry import register
-from .rules import input_gradients
+from ..backward_rules import input_gradients
+from ..core import Target, as_targets, baseline_like, check_chunk_size, check_images, score_change
+from ..registry import register
 
 __all__ = [
     "QUADRATURES",
-    "quadrature",
+    "quadrature_nodes",
     "integrated_gradients",
     "integrated_gradients_to_tolerance",
     "IGResult",
-    "completeness_error",
     "completeness_curve",
 ]
 
-#: The quadrature rules :func:`quadrature` knows.
+#: The quadratures :func:`quadrature_nodes` knows.
 QUADRATURES = ("gauss-legendre", "trapezoid", "riemann")
 
 
-def quadrature(steps: int, rule: str = "gauss-legendre") -> tuple[torch.Tensor, torch.Tensor]:
+def quadrature_nodes(steps: int, quadrature: str = "gauss-legendre") -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes ``a [steps]`` in [0, 1] and weights ``w [steps]`` (summing to 1), float64, for
-    ``integral_0^1 h(a) da ~ sum_k w_k h(a_k)``; ``rule`` is one of :data:`QUADRATURES`."""
+    ``integral_0^1 h(a) da ~ sum_k w_k h(a_k)``; ``quadrature`` is one of :data:`QUADRATURES`."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps (gradient evaluations along the path) must be an int >= 1, got {steps!r}")
-    if rule == "gauss-legendre":
+    if quadrature == "gauss-legendre":
         nodes, gl_weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1], weights sum to 2
         return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gl_weights / 2)
-    if rule == "trapezoid":
+    if quadrature == "trapezoid":
         if steps < 2:
             raise ValueError("the trapezoid rule needs steps >= 2 (both ends of the path); use 'gauss-legendre'")
         weights = torch.full((steps,), 1.0 / (steps - 1), dtype=torch.float64)
         weights[[0, -1]] /= 2
         return torch.linspace(0, 1, steps, dtype=torch.float64), weights
-    if rule == "riemann":
+    if quadrature == "riemann":
         return (torch.arange(1, steps + 1, dtype=torch.float64) / steps,
                 torch.full((steps,), 1.0 / steps, dtype=torch.float64))
-    raise ValueError(f"unknown quadrature {rule!r}; choose one of {QUADRATURES}")
-
-
-_quadrature = quadrature  # the function, under a name that the keyword argument `quadrature` does not shadow
-
-
-def _batched(
-    method: Callable[..., torch.Tensor], model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
-) -> torch.Tensor:
-    """``method(model, inputs[i:j], targets[i:j])`` over chunks of ``batch_size`` rows, concatenated."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return torch.cat([method(model, inputs[i:i + batch_size], targets[i:i + batch_size])
-                      for i in range(0, inputs.shape[0], batch_size)])
+    raise ValueError(f"unknown quadrature {quadrature!r}; choose one of {QUADRATURES}")
 
 
 def _path_integrals(
     model: nn.Module, x: torch.Tensor, targets: torch.Tensor, base: torch.Tensor,
-    alphas: torch.Tensor, weights: torch.Tensor, batch_size: int,
+    alphas: torch.Tensor, weights: torch.Tensor, chunk_size: int | None,
 ) -> torch.Tensor:
     """``sum_k weights[q, k] * grad(base + alphas[k] (x - base))`` for every grid ``q``: ``[Q, B, C, H, W]``.
 
     ``alphas [K]``, ``weights [Q, K]``. The ``B * K`` path images go through the model
-    ``batch_size`` at a time and are summed as they come, so memory does not grow with ``K``.
+    ``chunk_size`` at a time (:func:`~xai_helpers.core.check_chunk_size`) and are summed as they
+    come, so memory does not grow with ``K``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    chunk_size = check_chunk_size(chunk_size, x)
     b, k = x.shape[0], alphas.numel()
     out = torch.zeros((weights.shape[0], *x.shape), dtype=x.dtype, device=x.device)
     image = torch.arange(b, device=x.device).repeat_interleave(k)      # pair p -> image p // k
     node = torch.arange(k, device=x.device).repeat(b)                  # pair p -> node p % k
-    for start in range(0, b * k, batch_size):
-        i, j = image[start:start + batch_size], node[start:start + batch_size]
+    for start in range(0, b * k, chunk_size):
+        i, j = image[start : start + chunk_size], node[start : start + chunk_size]
         points = base[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - base[i])
         grads = input_gradients(model, points, targets[i])                             # [n, C, H, W]
         out.index_add_(1, i, weights[:, j].view(weights.shape[0], -1, 1, 1, 1) * grads[None])
@@ -105,49 +93,34 @@ def _path_integrals(
 
 
 @register("integrated_gradients", title="Integrated Gradients", space="input", needs_layer=False,
-          family="path", cost="steps x (1 forward + 1 backward)", reference="sundararajan2017axiomatic")
+          family="path", cost="steps x (1 forward + 1 backward)", reference="sundararajan2017axiomatic",
+          quick={"steps": 4})
 def integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,
     target: Target,
     *,
-    baseline: torch.Tensor | float | None = None,
+    baseline: torch.Tensor | float = 0.0,
     steps: int = 32,
-    batch_size: int = 32,
+    chunk_size: int | None = 32,
     quadrature: str = "gauss-legendre",
 ) -> torch.Tensor:
     """Integrated Gradients: ``(x - x') * integral_0^1 dy^c/dx(x' + a (x - x')) da``, ``[B, C, H, W]``.
 
-    ``x [B, C, H, W]``; ``baseline`` ``x'`` is zeros (a black image) by default, or a number or a
-    tensor that broadcasts to ``x``. The integral uses ``steps`` gradient evaluations per image with
-    the ``quadrature`` of :data:`QUADRATURES`;
-    ``batch_size`` path images go through the model at a time. By completeness the attributions of
-    an image sum to about ``y^c(x) - y^c(x')``: check with :func:`completeness_error`, or let
-    :func:`integrated_gradients_to_tolerance` choose ``steps``. The result does not require grad.
+    ``x [B, C, H, W]``; ``baseline`` ``x'`` is ``0.0`` (the black image) by default, or another number
+    or a tensor that broadcasts to ``x``. The integral uses ``steps`` gradient evaluations per image
+    with the ``quadrature`` of :data:`QUADRATURES`; ``chunk_size`` path images go through the model
+    at a time (``None``: :func:`~xai_helpers.core.default_chunk_size`). By completeness the
+    attributions of an image sum to about ``y^c(x) - y^c(x')``: check with
+    :func:`~xai_helpers.core.completeness_error`, or let :func:`integrated_gradients_to_tolerance`
+    choose ``steps``. The result does not require grad.
     """
     check_images(x)
     x = x.detach()
     base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
-    alphas, weights = (t.to(x) for t in _quadrature(steps, quadrature))
-    return (x - base) * _path_integrals(model, x, targets, base, alphas, weights[None], batch_size)[0]
-
-
-def _score_gap(model: nn.Module, x: torch.Tensor, target: Target, base: torch.Tensor) -> torch.Tensor:
-    """``y^c(x) - y^c(x')`` per image, ``[B]``."""
-    with explaining(model), torch.no_grad():
-        return select_scores(model(x), target) - select_scores(model(base), target)
-
-
-def completeness_error(
-    model: nn.Module, x: torch.Tensor, target: Target, attributions: torch.Tensor,
-    baseline: torch.Tensor | float | None = None,
-) -> torch.Tensor:
-    """``sum(attributions) - (y^c(x) - y^c(x'))`` per image, ``[B]``: zero for exact Integrated Gradients."""
-    check_images(x)
-    x = x.detach()
-    base = baseline_like(x, baseline)
-    return attributions.detach().flatten(1).sum(1) - _score_gap(model, x, target, base)
+    alphas, weights = (t.to(x) for t in quadrature_nodes(steps, quadrature))
+    return (x - base) * _path_integrals(model, x, targets, base, alphas, weights[None], chunk_size)[0]
 
 
 @dataclass
@@ -173,10 +146,10 @@ def integrated_gradients_to_tolerance(
     target: Target,
     *,
     tolerance: float = 0.01,
-    baseline: torch.Tensor | float | None = None,
+    baseline: torch.Tensor | float = 0.0,
     start_steps: int = 8,
     max_steps: int = 512,
-    batch_size: int = 32,
+    chunk_size: int | None = 32,
     quadrature: str = "gauss-legendre",
 ) -> IGResult:
     """Integrated Gradients with ``steps`` doubled until ``|completeness error| <= tolerance * |y^c(x) - y^c(x')|``.
@@ -194,16 +167,16 @@ def integrated_gradients_to_tolerance(
     x = x.detach()
     base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
-    gap = _score_gap(model, x, targets, base)                                        # [B]
+    gap = score_change(model, x, targets, base)                                      # [B]
     attributions = torch.zeros_like(x)
     steps_used = torch.zeros(x.shape[0], dtype=torch.long)
     relative = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
     active = torch.arange(x.shape[0], device=x.device)
     steps, evaluations = start_steps, 0
     while True:
-        alphas, weights = (t.to(x) for t in _quadrature(steps, quadrature))
+        alphas, weights = (t.to(x) for t in quadrature_nodes(steps, quadrature))
         xa, ba = x[active], base[active]
-        ig = (xa - ba) * _path_integrals(model, xa, targets[active], ba, alphas, weights[None], batch_size)[0]
+        ig = (xa - ba) * _path_integrals(model, xa, targets[active], ba, alphas, weights[None], chunk_size)[0]
         evaluations += steps * active.numel()
         error = (ig.flatten(1).sum(1) - gap[active]).abs()
         rel = torch.nan_to_num(error / gap[active].abs(), nan=0.0)                   # 0 / 0: exact
@@ -217,21 +190,22 @@ def integrated_gradients_to_tolerance(
 
 def completeness_curve(
     model: nn.Module, x: torch.Tensor, target: Target, steps: Sequence[int] = (4, 8, 16, 32, 64), *,
-    baseline: torch.Tensor | float | None = None, batch_size: int = 32,
+    baseline: torch.Tensor | float = 0.0, chunk_size: int | None = 32,
     quadrature: str = "gauss-legendre",
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Integrated Gradients with ``max(steps)`` evaluations, and the :func:`completeness_error` for every ``steps``.
+    """Integrated Gradients with ``max(steps)`` evaluations, and the completeness error for every ``steps``.
 
-    Returns ``(attributions [B, C, H, W], {steps: error [B]})``. Every grid's nodes are evaluated
-    once, and a node shared by several grids (e.g. the trapezoid rule's ends and nested points) only
-    once, so the cost is the number of distinct nodes per image.
+    Returns ``(attributions [B, C, H, W], {steps: error [B]})``, each error as
+    :func:`~xai_helpers.core.completeness_error` computes it for that grid's attributions. Every
+    grid's nodes are evaluated once, and a node shared by several grids (e.g. the trapezoid rule's
+    ends and nested points) only once, so the cost is the number of distinct nodes per image.
     """
     check_images(x)
     x = x.detach()
     steps = sorted(set(steps))
     base = baseline_like(x, baseline)
     targets = as_targets(target, x.shape[0], device=x.device)
-    grids = [_quadrature(s, quadrature) for s in steps]
+    grids = [quadrature_nodes(s, quadrature) for s in steps]
     keys = np.round(torch.cat([a for a, _ in grids]).numpy(), 12)
     unique, inverse = np.unique(keys, return_inverse=True)
     weights = torch.zeros((len(steps), unique.size), dtype=torch.float64)
@@ -239,8 +213,8 @@ def completeness_curve(
     for q, (a, w) in enumerate(grids):
         weights[q].index_add_(0, torch.from_numpy(inverse[offset:offset + a.numel()]), w)
         offset += a.numel()
-    sums = _path_integrals(model, x, targets, base, torch.from_numpy(unique).to(x), weights.to(x), batch_size)
-    gap = _score_gap(model, x, targets, base)
+    sums = _path_integrals(model, x, targets, base, torch.from_numpy(unique).to(x), weights.to(x), chunk_size)
+    gap = score_change(model, x, targets, base)
     attributions = (x - base) * sums                                                   # [Q, B, C, H, W]
     errors = {s: attributions[q].flatten(1).sum(1) - gap for q, s in enumerate(steps)}
     return attributions[-1], errors

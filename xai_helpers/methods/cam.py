@@ -2,9 +2,17 @@
 
 Every CAM method has the same skeleton: run the model, record the activations ``A`` of one layer
 and the gradients ``G`` of the target score with respect to them, combine ``A`` and ``G`` into a
-coarse map, then post-process it (ReLU and upsampling; min-max normalisation only on request, as
-``normalize=True``: under the package's output contract a method returns the unscaled map). :func:`activations_and_gradients`
-does the shared work; a CAM variant only says how it combines ``A`` and ``G``.
+coarse map, then post-process it (ReLU and upsampling; min-max rescaling only on request, as
+``rescale=True``: under the package's output contract a method returns the unscaled map).
+:func:`activations_and_gradients` does the shared work; a CAM variant only says how it combines
+``A`` and ``G`` (:func:`gradient_cam`).
+
+The layer is a keyword argument, ``grad_cam(model, x, target, layer="head")``, as the calling
+convention of :mod:`xai_helpers.registry` says. Three options change what a CAM returns and are
+for direct calls only: ``upsample=False`` (the map at the layer's resolution), ``rescale=True``
+(min-max scaled to [0, 1]) and ``relu=False`` (the signed map). Under
+:func:`xai_helpers.registry.attribute` they would break the output contract, so the registry
+refuses them (:attr:`xai_helpers.registry.Method.refuses`).
 """
 from __future__ import annotations
 
@@ -13,24 +21,28 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .core import (
+from ..core import (
     Target,
     as_targets,
     capture_activation,
     check_autograd_available,
-    check_batch_size,
+    check_chunk_size,
     check_images,
     check_logits,
     explaining,
     postprocess_maps,
     select_scores,
 )
-from .registry import register
+from ..registry import register
 
 Layer = nn.Module | str
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["activations_and_gradients", "grad_cam", "gradient_cam"]
+__all__ = ["activations_and_gradients", "gradient_cam", "grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam",
+           "score_cam"]
+
+#: The options a CAM refuses under the registry's output contract (see the module docstring).
+_CONTRACT_BREAKING = ("upsample", "rescale", "relu")
 
 
 def activations_and_gradients(
@@ -61,22 +73,23 @@ def activations_and_gradients(
     return capture.output.detach(), gradients, logits.detach()
 
 
-def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, combine: Combine, *,
-                 relu: bool = True, upsample: bool = True, normalize: bool = False) -> torch.Tensor:
+def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, combine: Combine,
+                 relu: bool = True, upsample: bool = True, rescale: bool = False) -> torch.Tensor:
     """The CAM skeleton: ``combine(A, G) -> [B, h, w]``, then :func:`~xai_helpers.core.postprocess_maps`."""
     activations, gradients, _ = activations_and_gradients(model, x, target, layer)
     maps = combine(activations, gradients)
-    return postprocess_maps(maps, (x.shape[-2], x.shape[-1]), relu=relu, upsample=upsample, normalize=normalize)
+    return postprocess_maps(maps, (x.shape[-2], x.shape[-1]), relu=relu, upsample=upsample, rescale=rescale)
 
 
 @register("grad_cam", title="Grad-CAM", space="map", needs_layer=True, family="cam", signed=False,
-          cost="1 forward + 1 backward to the layer", reference="selvaraju2020gradcam")
-def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
-             upsample: bool = True, normalize: bool = False, counterfactual: bool = False) -> torch.Tensor:
+          cost="1 forward + 1 backward to the layer", reference="selvaraju2020gradcam",
+          refuses=_CONTRACT_BREAKING)
+def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, relu: bool = True,
+             upsample: bool = True, rescale: bool = False, counterfactual: bool = False) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): ``ReLU(sum_k alpha_k^c A^k)`` with ``alpha_k^c = mean_ij dy^c/dA^k_ij``.
 
     ``x [B, 3, H, W]`` in [0, 1]; ``target`` an int, B ints or a LongTensor ``[B]``; ``layer`` a module
-    or a dotted name. Returns ``[B, H, W]`` (``[B, h, w]`` with ``upsample=False``). With
+    or a dotted name, passed by keyword. Returns ``[B, H, W]`` (``[B, h, w]`` with ``upsample=False``). With
     ``counterfactual=True`` the gradients are negated: the map shows what speaks *against* the class.
     """
     sign = -1.0 if counterfactual else 1.0
@@ -85,19 +98,18 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *,
         alpha = sign * gradients.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]: one weight per channel
         return (alpha * activations).sum(dim=1)                  # [B, h, w]
 
-    return gradient_cam(model, x, target, layer, combine, relu=relu, upsample=upsample, normalize=normalize)
+    return gradient_cam(model, x, target, layer=layer, combine=combine, relu=relu, upsample=upsample, rescale=rescale)
 
 
 # ----------------------------------------------------------------------------- the rest of the family
 # Each variant below is one `combine(A, G)`; gradient_cam does the hooks, targets and post-processing.
 
-__all__ += ["grad_cam_plus_plus", "hires_cam", "layer_cam", "score_cam"]
-
 
 @register("grad_cam_plus_plus", title="Grad-CAM++", space="map", needs_layer=True, family="cam", signed=False,
-          cost="1 forward + 1 backward to the layer", reference="chattopadhay2018gradcampp")
-def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
-                       upsample: bool = True, normalize: bool = False) -> torch.Tensor:
+          cost="1 forward + 1 backward to the layer", reference="chattopadhay2018gradcampp",
+          refuses=_CONTRACT_BREAKING)
+def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, relu: bool = True,
+                       upsample: bool = True, rescale: bool = False) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018): ``sum_k w_k A^k`` with ``w_k = sum_ij a^k_ij ReLU(G^k_ij)``.
 
     ``a^k_ij = G^2 / (2 G^2 + sum_ab A^k_ab G^3)`` (powers elementwise at ``ij``): the paper's closed
@@ -112,38 +124,41 @@ def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target: Target, layer:
         weights = (coefficients * gradients.clamp_min(0)).sum(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]
         return (weights * activations).sum(dim=1)
 
-    return gradient_cam(model, x, target, layer, combine, relu=relu, upsample=upsample, normalize=normalize)
+    return gradient_cam(model, x, target, layer=layer, combine=combine, relu=relu, upsample=upsample, rescale=rescale)
 
 
 @register("hires_cam", title="HiResCAM", space="map", needs_layer=True, family="cam", signed=False,
-          cost="1 forward + 1 backward to the layer", reference="draelos2020hirescam")
-def hires_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
-              upsample: bool = True, normalize: bool = False) -> torch.Tensor:
+          cost="1 forward + 1 backward to the layer", reference="draelos2020hirescam",
+          refuses=_CONTRACT_BREAKING)
+def hires_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, relu: bool = True,
+              upsample: bool = True, rescale: bool = False) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020): ``sum_k G^k * A^k``, the gradient kept per location, not averaged.
 
     Same arguments and shapes as :func:`grad_cam`.
     """
-    return gradient_cam(model, x, target, layer, lambda a, g: (g * a).sum(dim=1),
-                        relu=relu, upsample=upsample, normalize=normalize)
+    return gradient_cam(model, x, target, layer=layer, combine=lambda a, g: (g * a).sum(dim=1),
+                        relu=relu, upsample=upsample, rescale=rescale)
 
 
 @register("layer_cam", title="LayerCAM", space="map", needs_layer=True, family="cam", signed=False,
-          cost="1 forward + 1 backward to the layer", reference="jiang2021layercam")
-def layer_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, relu: bool = True,
-              upsample: bool = True, normalize: bool = False) -> torch.Tensor:
+          cost="1 forward + 1 backward to the layer", reference="jiang2021layercam",
+          refuses=_CONTRACT_BREAKING)
+def layer_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, relu: bool = True,
+              upsample: bool = True, rescale: bool = False) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): ``sum_k ReLU(G^k) * A^k``, only positive gradients, per location.
 
     Same arguments and shapes as :func:`grad_cam`.
     """
-    return gradient_cam(model, x, target, layer, lambda a, g: (g.clamp_min(0) * a).sum(dim=1),
-                        relu=relu, upsample=upsample, normalize=normalize)
+    return gradient_cam(model, x, target, layer=layer, combine=lambda a, g: (g.clamp_min(0) * a).sum(dim=1),
+                        relu=relu, upsample=upsample, rescale=rescale)
 
 
 @register("score_cam", title="Score-CAM", space="map", needs_layer=True, family="cam", signed=False,
-          cost="K + 2 forwards (K channels of the layer)", reference="wang2020scorecam")
-def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, batch_size: int | None = None,
+          cost="K + 2 forwards (K channels of the layer)", reference="wang2020scorecam",
+          refuses=_CONTRACT_BREAKING)
+def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, chunk_size: int | None = None,
               weighting: str = "increase", relu: bool = True, upsample: bool = True,
-              normalize: bool = False) -> torch.Tensor:
+              rescale: bool = False) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): ``sum_k w_k A^k`` with ``w_k`` from masked forward passes, no gradient.
 
     Each channel ``A^k``, upsampled to the image and min-max scaled to [0, 1], becomes a mask ``M^k``,
@@ -163,11 +178,11 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
     EfficientNet-Lite0's ``head`` channels on the bundled photos) gives an all-zero mask, so its
     masked image *is* the black image. It is not sent through the model again: its score is the black
     image's, computed once, so its ``"increase"`` weight is exactly 0. That saves those passes and
-    changes no weight. The other masked images run ``batch_size`` at a time (by default
-    :func:`~xai_helpers.core.default_batch_size`). Same arguments and shapes as :func:`grad_cam`.
+    changes no weight. The other masked images run ``chunk_size`` at a time (by default
+    :func:`~xai_helpers.core.default_chunk_size`). Same arguments and shapes as :func:`grad_cam`.
     """
     check_images(x)
-    batch_size = check_batch_size(batch_size, x)
+    chunk_size = check_chunk_size(chunk_size, x)
     if weighting not in ("increase", "softmax"):
         raise ValueError(f"weighting must be 'increase' or 'softmax', got {weighting!r}")
     size = (x.shape[-2], x.shape[-1])
@@ -192,8 +207,8 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
                     black = score(torch.zeros_like(x), targets)
                 weights[b, blank] = black[b]
             live = (~blank).nonzero()[:, 0]
-            for start in range(0, len(live), batch_size):
-                channels = live[start : start + batch_size]
+            for start in range(0, len(live), chunk_size):
+                channels = live[start : start + chunk_size]
                 masked = x[b] * masks[channels, None]                                # [n, 3, H, W]
                 weights[b, channels] = score(masked, targets[b].expand(len(masked)))
         if weighting == "increase":
@@ -203,4 +218,4 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *
         else:
             weights = weights.softmax(1)                                             # over the K channels
         maps = (weights[:, :, None, None] * activations).sum(dim=1)
-    return postprocess_maps(maps, size, relu=relu, upsample=upsample, normalize=normalize)
+    return postprocess_maps(maps, size, relu=relu, upsample=upsample, rescale=rescale)

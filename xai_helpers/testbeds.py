@@ -297,7 +297,8 @@ def shape_set(
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (half the objects are lighter, half darker), got {n!r}")
     if not 0.0 <= min_contrast <= 0.5:
-        raise ValueError(f"min_contrast must lie in [0, 0.5] (brightness differences span at most 0.9), got {min_contrast}")
+        raise ValueError(
+            f"min_contrast must lie in [0, 0.5] (brightness differences span at most 0.9), got {min_contrast}")
     base = make_shapes(n, size=size, seed=seed, noise=0.0)
     # A generator of its own (seed offset) so the colours do not repeat make_shapes' random stream.
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -337,9 +338,9 @@ def shape_grids(shapes: ShapesDataset, n_grids: int, *, seed: int = 0) -> PhotoG
     Each grid takes one image of each class and an empty cell: a fourth image's background colour
     (its median) everywhere, with noise of that background's spread. No image serves two grids, so
     a bootstrap may resample grids. The four cells are placed by a seeded permutation. Returns
-    :class:`PhotoGrids` with ``images [G, 3, 2S, 2S]``, ``masks [G, 4, 2S, 2S]`` (each cell), ``classes [G, 4]`` (-1 for the empty cell, which is never a target) and
-    ``photo_indices [G, 4]`` (the image of ``shapes`` in each cell; for the empty cell, the image
-    whose background it shows).
+    :class:`PhotoGrids` with ``images [G, 3, 2S, 2S]``, ``masks [G, 4, 2S, 2S]`` (each cell),
+    ``classes [G, 4]`` (-1 for the empty cell, which is never a target) and ``photo_indices [G, 4]``
+    (the image of ``shapes`` in each cell; for the empty cell, the image whose background it shows).
     """
     if len(shapes.class_names) != 3:
         raise ValueError(f"shape grids need three classes (three shapes and one empty cell), got {shapes.class_names}")

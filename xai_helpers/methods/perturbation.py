@@ -3,16 +3,16 @@
 :func:`occlusion` (Zeiler & Fergus 2014) slides a window of a constant colour over the image and
 records how much the target score drops; a pixel's attribution is the average drop over all window
 positions that cover it. It needs no gradient, only forward passes (one per window position), which
-run ``batch_size`` occluded images at a time (by default
-:func:`~xai_helpers.core.default_batch_size`).
+run ``chunk_size`` occluded images at a time (by default
+:func:`~xai_helpers.core.default_chunk_size`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .core import Target, as_targets, check_batch_size, check_images, check_logits, explaining, normalize_maps
-from .registry import register
+from ..core import Target, as_targets, check_chunk_size, check_images, check_logits, explaining, rescale_maps
+from ..registry import register
 
 __all__ = ["window_positions", "occlusion"]
 
@@ -31,7 +31,8 @@ def window_positions(size: int, window: int, stride: int) -> list[int]:
 
 
 @register("occlusion", title="occlusion", space="map", needs_layer=False, family="perturbation",
-          cost="P + 1 forwards (P window positions)", reference="zeiler2014visualizing")
+          cost="P + 1 forwards (P window positions)", reference="zeiler2014visualizing",
+          refuses=("rescale",), quick={"window": 32, "stride": 32})
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -40,19 +41,20 @@ def occlusion(
     window: int = 16,
     stride: int = 8,
     baseline: float = 0.5,
-    batch_size: int | None = None,
-    normalize: bool = False,
+    chunk_size: int | None = None,
+    rescale: bool = False,
 ) -> torch.Tensor:
     """Occlusion map ``[B, H, W]``: each pixel's average drop of the target logit over the windows covering it.
 
     ``x [B, 3, H, W]`` in [0, 1]; ``target`` an int, B ints or a LongTensor ``[B]``. A ``window x window``
     square set to ``baseline`` (0.5, mid-grey, by default) is placed at the offsets of
     :func:`window_positions` in both directions: ``P`` positions, so ``P + 1`` forward passes per image.
-    The map is signed (a negative value: covering the pixel *raised* the score); ``normalize`` scales
-    each map to [0, 1].
+    The map is signed (a negative value: covering the pixel *raised* the score); ``rescale`` min-max
+    scales each map to [0, 1] (for direct calls: the registry's contract returns the unscaled map).
+    The occluded images go through the model ``chunk_size`` at a time.
     """
     check_images(x)
-    batch_size = check_batch_size(batch_size, x)
+    chunk_size = check_chunk_size(chunk_size, x)
     height, width = x.shape[-2:]
     rows, cols = window_positions(height, window, stride), window_positions(width, window, stride)
     covered = torch.zeros(len(rows) * len(cols), height, width, dtype=torch.bool, device=x.device)  # [P, H, W]
@@ -66,9 +68,9 @@ def occlusion(
         for b in range(x.shape[0]):
             clean = logits[b, targets[b]]
             drops = torch.empty(len(covered), dtype=x.dtype, device=x.device)  # [P]
-            for start in range(0, len(covered), batch_size):
-                hidden = covered[start : start + batch_size, None]           # [n, 1, H, W]
+            for start in range(0, len(covered), chunk_size):
+                hidden = covered[start : start + chunk_size, None]           # [n, 1, H, W]
                 occluded = torch.where(hidden, torch.as_tensor(baseline, dtype=x.dtype), x[b])
-                drops[start : start + batch_size] = clean - model(occluded)[:, targets[b]]
+                drops[start : start + chunk_size] = clean - model(occluded)[:, targets[b]]
             maps[b] = torch.einsum("p,phw->hw", drops, covered.to(x.dtype)) / counts
-    return normalize_maps(maps) if normalize else maps
+    return rescale_maps(maps) if rescale else maps
