@@ -1,5 +1,6 @@
 """The trust report (xai_helpers.report): known answers, the verdict rules, the command's bad inputs,
 and the properties of a run split over processes (1 against 2 processes, killed and resumed)."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,11 @@ from PIL import Image
 from torch import nn
 
 from xai_helpers.models import Normalize, SmallCNN
-from xai_helpers.report import Cell, trust_report
-from xai_helpers.report.checks import cascade_layers, checks, get_check, image_seed
+from xai_helpers.report import trust_report
+from xai_helpers.report.checks import cascade_layers, get_check, image_seed
 from xai_helpers.report.store import ResultStore, Row, merge
 from xai_helpers.stats import t_interval
-from xai_helpers.benchmarks import DisconnectedGrid
+from xai_helpers.testbeds import DisconnectedGrid
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,24 +45,36 @@ def edge_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
 
 
 def test_a_map_that_ignores_the_model_fails_model_randomisation():
-    report = trust_report(small_model(), images(), methods={"edges": edge_map, "Grad-CAM": "grad_cam"},
-                          layer="1.relu3", checks=["randomisation"], thumbnails=0)
+    report = trust_report(
+        small_model(),
+        images(),
+        methods={"edges": edge_map, "Grad-CAM": "grad_cam"},
+        layer="1.relu3",
+        checks=["randomisation"],
+        thumbnails=0,
+    )
     assert report.cells["edges", "randomisation"].verdict == "fail"
     assert report.cells["edges", "randomisation"].value == pytest.approx(1.0)
     assert report.cells["Grad-CAM", "randomisation"].value < 0.9
 
 
 def test_input_invariance_holds_for_the_gradient_not_for_gradient_times_input():
-    report = trust_report(small_model(), images(), methods=["saliency", "gradient_x_input"],
-                          checks=["input_invariance"], thumbnails=0)
+    report = trust_report(
+        small_model(), images(), methods=["saliency", "gradient_x_input"], checks=["input_invariance"], thumbnails=0
+    )
     assert report.cells["saliency", "input_invariance"].verdict == "pass"
     assert report.cells["gradient × input", "input_invariance"].verdict == "fail"
 
 
 def test_a_model_without_normalize_is_shifted_by_a_layer_in_front():
     torch.manual_seed(0)
-    report = trust_report(SmallCNN(num_classes=3, width=4).eval(), images(), methods=["saliency"],
-                          checks=["input_invariance"], thumbnails=0)
+    report = trust_report(
+        SmallCNN(num_classes=3, width=4).eval(),
+        images(),
+        methods=["saliency"],
+        checks=["input_invariance"],
+        thumbnails=0,
+    )
     assert report.cells["saliency", "input_invariance"].verdict == "pass"
 
 
@@ -77,9 +90,17 @@ def test_containment_on_difull_singles_out_the_methods_that_average_the_gradient
     masks = torch.zeros(6, 64, 64, dtype=torch.bool)
     for i, k in enumerate(cells.tolist()):
         row, col = divmod(k, 2)
-        masks[i, 32 * row:32 * (row + 1), 32 * col:32 * (col + 1)] = True
-    report = trust_report(grid, x, targets, methods=["saliency", "layer_cam", "grad_cam"], layer="model.relu1",
-                          masks=masks, checks=["containment"], thumbnails=0)
+        masks[i, 32 * row : 32 * (row + 1), 32 * col : 32 * (col + 1)] = True
+    report = trust_report(
+        grid,
+        x,
+        targets,
+        methods=["saliency", "layer_cam", "grad_cam"],
+        layer="model.relu1",
+        masks=masks,
+        checks=["containment"],
+        thumbnails=0,
+    )
     verdicts = {m: report.cells[m, "containment"].verdict for m in report.methods}
     assert verdicts == {"saliency": "pass", "LayerCAM": "pass", "Grad-CAM": "fail"}, verdicts
 
@@ -90,6 +111,7 @@ def test_completeness_is_defined_for_integrated_gradients_and_measured_against_i
     assert report.cells["saliency", "completeness"].verdict == "n/a"
     # second implementation: the relative error from the raw attributions, by hand
     from xai_helpers import registry
+
     targets = model(x).argmax(1)
     ig = registry.attribute("integrated_gradients", model, x, targets, steps=32)
     with torch.no_grad():
@@ -101,7 +123,7 @@ def test_completeness_is_defined_for_integrated_gradients_and_measured_against_i
 def test_verdict_rules_pass_fail_undecided():
     from xai_helpers.report import _verdict
 
-    lower = get_check("input_invariance")          # bar 0.05, lower is better
+    lower = get_check("input_invariance")  # bar 0.05, lower is better
     assert _verdict(lower, t_interval([0.01, 0.02, 0.015])) == "pass"
     assert _verdict(lower, t_interval([0.5, 0.6, 0.55])) == "fail"
     assert _verdict(lower, t_interval([0.0, 0.1, 0.04, 0.07])) == "undecided"
@@ -121,8 +143,14 @@ def test_cascade_layers_start_at_the_classifier():
 
 
 def test_renderings_hold_every_cell_and_rule(tmp_path):
-    report = trust_report(small_model(), images(3), methods=["saliency", "grad_cam"], layer="1.relu3",
-                          checks=["cost", "input_invariance"], thumbnails=2)
+    report = trust_report(
+        small_model(),
+        images(3),
+        methods=["saliency", "grad_cam"],
+        layer="1.relu3",
+        checks=["cost", "input_invariance"],
+        thumbnails=2,
+    )
     page = report.to_html()
     assert page.count("<tr>") == 3 and "data:image/png;base64," in page and "http" not in page.replace("https://", "")
     assert all(c.rule[:40] in page for c in report.checks)
@@ -138,8 +166,9 @@ def test_a_method_that_refuses_is_recorded_not_raised():
     def refuses(model, x, target):
         raise ValueError("cannot explain this model")
 
-    report = trust_report(small_model(), images(2), methods={"refuser": refuses, "saliency": "saliency"},
-                          checks=["cost"], thumbnails=0)
+    report = trust_report(
+        small_model(), images(2), methods={"refuser": refuses, "saliency": "saliency"}, checks=["cost"], thumbnails=0
+    )
     cell = report.cells["refuser", "cost"]
     assert cell.verdict == "error" and "cannot explain this model" in cell.error and "error:" in cell.text()
 
@@ -167,18 +196,37 @@ def write_pngs(folder: Path, n: int = 8, size: int = 32, seed: int = 0) -> list[
 
 
 def command(args: list[str], workdir: Path, processes: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    )
     env.pop("WORLD_SIZE", None)
     if processes == 1:
         cmd = [sys.executable, "-m", "xai_helpers.report", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "xai_helpers.report", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "xai_helpers.report",
+            *args,
+        ]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-BASE = ["--model", "report_support.tiny_models:small_cnn", "--size", "32", "--methods", "saliency,grad_cam,smoothgrad",
-        "--checks", "cost,input_invariance,stability", "--no-progress"]
+BASE = [
+    "--model",
+    "report_support.tiny_models:small_cnn",
+    "--size",
+    "32",
+    "--methods",
+    "saliency,grad_cam,smoothgrad",
+    "--checks",
+    "cost,input_invariance,stability",
+    "--no-progress",
+]
 
 
 def per_image(path: Path) -> dict:
@@ -206,10 +254,28 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     full = command([*BASE, "--images", "imgs", "--out", "full.json"], tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
     # Start the same run into another work folder and kill it (SIGKILL) once some results are stored.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    )
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "xai_helpers.report", *BASE, "--images", "imgs", "--out", "resumed.json",
-                             "--workdir", "w"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xai_helpers.report",
+            *BASE,
+            "--images",
+            "imgs",
+            "--out",
+            "resumed.json",
+            "--workdir",
+            "w",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     db, stored, deadline = tmp_path / "w" / "results-rank0.sqlite", 0, time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if db.exists():
@@ -222,7 +288,7 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    assert 20 <= stored < 6 * 3 * 3, stored                      # killed half-way
+    assert 20 <= stored < 6 * 3 * 3, stored  # killed half-way
     resumed = command([*BASE, "--images", "imgs", "--out", "resumed.json", "--workdir", "w"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert per_image(tmp_path / "full.json") == per_image(tmp_path / "resumed.json")
@@ -232,8 +298,9 @@ def test_bad_inputs_are_recorded_or_named(tmp_path):
     names = write_pngs(tmp_path / "imgs", 4)
     (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png at all")
     Image.fromarray(np.zeros((48, 40), dtype=np.uint8)).save(tmp_path / "imgs" / "grey.png")
-    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{n},{i % 3}\n" for i, n in enumerate(names[:3]))
-                                         + f"{names[3]},7\ngrey.png,1\n")
+    (tmp_path / "labels.csv").write_text(
+        "image,label\n" + "".join(f"{n},{i % 3}\n" for i, n in enumerate(names[:3])) + f"{names[3]},7\ngrey.png,1\n"
+    )
     done = command([*BASE, "--images", "imgs", "--out", "r.json", "--targets", "labels.csv"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     images = json.loads((tmp_path / "r.json").read_text())["images"]
@@ -242,12 +309,31 @@ def test_bad_inputs_are_recorded_or_named(tmp_path):
     assert "converted from L to RGB" in images["grey.png"]["note"] and "resized" in images["grey.png"]["note"]
     assert images[names[0]]["status"] == "ok"
     # a model that returns a dict, and a layer that does not exist: clear messages, no traceback
-    bad = command(["--model", "report_support.tiny_models:returns_dict", "--size", "32", "--images", "imgs",
-                   "--out", "x.json"], tmp_path)
+    bad = command(
+        ["--model", "report_support.tiny_models:returns_dict", "--size", "32", "--images", "imgs", "--out", "x.json"],
+        tmp_path,
+    )
     assert bad.returncode == 2 and "--output" in bad.stderr and "Traceback" not in bad.stderr
-    fixed = command(["--model", "report_support.tiny_models:returns_dict", "--output", "logits", "--size", "32",
-                     "--images", "imgs", "--out", "y.json", "--methods", "saliency", "--checks", "cost", "--no-progress"],
-                    tmp_path)
+    fixed = command(
+        [
+            "--model",
+            "report_support.tiny_models:returns_dict",
+            "--output",
+            "logits",
+            "--size",
+            "32",
+            "--images",
+            "imgs",
+            "--out",
+            "y.json",
+            "--methods",
+            "saliency",
+            "--checks",
+            "cost",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     layer = command([*BASE, "--images", "imgs", "--out", "z.json", "--layer", "1.relu9"], tmp_path)
     assert layer.returncode == 2 and "1.relu3" in layer.stderr

@@ -12,6 +12,7 @@ right side of the bar that the book asserts. A negative worst margin is a claim 
 
 ``make test-robustness`` runs it in full (hours on two cores; not part of ``make test``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ SETTINGS: dict[str, dict[str, str]] = {
     "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
     "omp1": {"OMP_NUM_THREADS": "1"},
-    "avx2-machine": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"},
+    "avx2-machine": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "OPENBLAS_CORETYPE": "Haswell",
+    },
 }
 
 
@@ -70,7 +75,11 @@ def main() -> None:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if args.resume and out.exists() else []
+    records = (
+        [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        if args.resume and out.exists()
+        else []
+    )
     with out.open("a") as log:
         for setting in args.settings.split(","):
             env = dict(os.environ, **SETTINGS[setting], PYTHONHASHSEED="0")
@@ -79,12 +88,20 @@ def main() -> None:
             shares = [",".join(map(str, seeds[k::workers])) for k in range(workers)]
             start = time.perf_counter()
             skip = ";".join(f"{r['finding']}|{r['seed']}" for r in records if r["setting"] == setting)
-            procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--seeds", share, "--only", args.only,
-                                       "--skip", skip],
-                                      env=env, stdout=subprocess.PIPE, text=True) for share in shares]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--worker", "--seeds", share, "--only", args.only, "--skip", skip],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for share in shares
+            ]
             lines = queue.Queue()
-            readers = [threading.Thread(target=lambda p=p: [lines.put(line) for line in p.stdout] + [lines.put(None)])
-                       for p in procs]
+            readers = [
+                threading.Thread(target=lambda p=p: [lines.put(line) for line in p.stdout] + [lines.put(None)])
+                for p in procs
+            ]
             for reader in readers:
                 reader.start()
             finished = 0
@@ -103,8 +120,10 @@ def main() -> None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 worst = min((c["margin"] for c in record["claims"].values() if c["op"] != "="), default=float("nan"))
-                print(f"  {setting:<13} seed {record['seed']:<3} {record['finding']:<40} worst margin {worst:+.3f}",
-                      flush=True)
+                print(
+                    f"  {setting:<13} seed {record['seed']:<3} {record['finding']:<40} worst margin {worst:+.3f}",
+                    flush=True,
+                )
             if any(p.wait() for p in procs):
                 raise SystemExit(f"a worker for {setting} failed")
             print(f"{setting}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -117,19 +136,22 @@ def print_table(records: list[dict]) -> None:
     measured: dict[tuple[str, str], list[float]] = {}
     for r in records:
         for claim, c in r["claims"].items():
-            if c["op"] == "=":                      # recorded, not claimed
+            if c["op"] == "=":  # recorded, not claimed
                 measured.setdefault((r["finding"], claim), []).append(c["value"])
                 continue
             rows.setdefault((r["finding"], claim), []).append(
-                (c["margin"], c["value"], c["op"], c["bar"], f"seed {r['seed']}, {r['setting']}"))
+                (c["margin"], c["value"], c["op"], c["bar"], f"seed {r['seed']}, {r['setting']}")
+            )
     print(f"\n{'finding':<40}{'claim':<46}{'runs':>5}  {'values':<17}{'bar':<9}{'worst margin':<13}where")
     failing = 0
     for (finding, claim), runs in rows.items():
         worst = min(runs)
         values = [v for _, v, *_ in runs]
         failing += worst[0] <= 0
-        print(f"{finding:<40}{claim:<46}{len(runs):>5}  {min(values):7.3f}..{max(values):<7.3f} "
-              f"{worst[2]}{worst[3]:<7.3g} {worst[0]:+.3f}{'  FAILS' if worst[0] <= 0 else '':<7} {worst[4]}")
+        print(
+            f"{finding:<40}{claim:<46}{len(runs):>5}  {min(values):7.3f}..{max(values):<7.3f} "
+            f"{worst[2]}{worst[3]:<7.3g} {worst[0]:+.3f}{'  FAILS' if worst[0] <= 0 else '':<7} {worst[4]}"
+        )
     print(f"\n{len(rows)} claims, {failing} with a run on the wrong side of its bar")
     if measured:
         print("\nmeasured, not claimed:")

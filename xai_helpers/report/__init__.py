@@ -19,6 +19,7 @@ What a report cannot tell: its images are the ones you gave (a hand-picked set s
 others), a pass is a necessary condition and not a proof, and the verdicts are not corrected for the
 many cells read at once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,10 +60,11 @@ class ReportMethod:
     heatmap: HeatmapFn
 
 
-def _quick_options(method: registry.Method, size: int) -> dict[str, Any]:
-    """Settings that keep the report's cost modest for a method that expands its input."""
-    options: dict[str, Any] = dict(getattr(method, "quick_options", None) or {})
-    if method.name == "occlusion" and "window" not in options:
+def _report_options(method: registry.Method, size: int) -> dict[str, Any]:
+    """The report's settings for a method that expands its input: occlusion with a window of a seventh of
+    the image and half of that as stride, Integrated Gradients with 32 steps, SmoothGrad with 16 samples."""
+    options: dict[str, Any] = {}
+    if method.name == "occlusion":
         window = max(4, size // 7)
         options.update(window=window, stride=max(1, window // 2))
     if method.name == "integrated_gradients":
@@ -72,8 +74,13 @@ def _quick_options(method: registry.Method, size: int) -> dict[str, Any]:
     return options
 
 
-def report_methods(model: nn.Module, methods: Sequence[str] | Mapping[str, str | HeatmapFn] | None = None, *,
-                   layer: nn.Module | str | None = None, image_size: int = 224) -> list[ReportMethod]:
+def report_methods(
+    model: nn.Module,
+    methods: Sequence[str] | Mapping[str, str | HeatmapFn] | None = None,
+    *,
+    layer: nn.Module | str | None = None,
+    image_size: int = 224,
+) -> list[ReportMethod]:
     """The methods a report runs: every registered method (``None``), the registered ``methods`` by name,
     or ``{title: name or function(model, x, target) -> [B, H, W]}``. CAMs explain ``layer`` (default
     :func:`~xai_helpers.core.find_last_conv_layer`)."""
@@ -86,10 +93,12 @@ def report_methods(model: nn.Module, methods: Sequence[str] | Mapping[str, str |
             chosen.append(ReportMethod(str(title), None, {}, spec))
             continue
         method = registry.get(spec)
-        options = _quick_options(method, image_size)
+        options = _report_options(method, image_size)
         if method.needs_layer:
             options["layer"] = layer if layer is not None else find_last_conv_layer(model)
-        chosen.append(ReportMethod(title or method.title, method.name, options, registry.heatmap_method(method.name, **options)))
+        chosen.append(
+            ReportMethod(title or method.title, method.name, options, registry.heatmap_method(method.name, **options))
+        )
     return chosen
 
 
@@ -100,10 +109,20 @@ def _with_seed(method: ReportMethod, seed: int) -> HeatmapFn:
     return method.heatmap
 
 
-def measure_images(model: nn.Module, images: Iterable[tuple[str, torch.Tensor | Exception]], targets: Mapping[str, int],
-                   methods: Sequence[ReportMethod], store: ResultStore, *, checks_to_run: Sequence[Check] | None = None,
-                   masks: Mapping[str, torch.Tensor] | None = None, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None, progress: bool = False, total: int | None = None) -> None:
+def measure_images(
+    model: nn.Module,
+    images: Iterable[tuple[str, torch.Tensor | Exception]],
+    targets: Mapping[str, int],
+    methods: Sequence[ReportMethod],
+    store: ResultStore,
+    *,
+    checks_to_run: Sequence[Check] | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> None:
     """Run every check of every method on every image, storing one :class:`~.store.Row` per result.
 
     ``images`` yields ``(image id, x [1, C, H, W] in [0, 1])`` or ``(image id, exception)`` for an image
@@ -121,30 +140,51 @@ def measure_images(model: nn.Module, images: Iterable[tuple[str, torch.Tensor | 
         mask = None if masks is None else masks.get(image_id)
         target = targets[image_id]
         for method in methods:
-            todo = [c for c in chosen if (image_id, method.title, c.name) not in done
-                    and (not c.needs_mask or mask is not None) and c.applies(method.name)]
+            todo = [
+                c
+                for c in chosen
+                if (image_id, method.title, c.name) not in done
+                and (not c.needs_mask or mask is not None)
+                and c.applies(method.name)
+            ]
             if not todo:
                 continue
             heatmap = _with_seed(method, image_seed(image_id, method.title, "map", seed))
             try:
                 with count_passes(model) as passes:
                     base_map = heatmap(model, x, [target]).detach()
-            except Exception as err:                      # the method refuses this model or image: record it
+            except Exception as err:  # the method refuses this model or image: record it
                 for c in todo:
-                    store.add(Row(image_id, method.title, c.name, math.nan, {}, "error", f"{type(err).__name__}: {err}"))
+                    store.add(
+                        Row(image_id, method.title, c.name, math.nan, {}, "error", f"{type(err).__name__}: {err}")
+                    )
                 continue
-            cache: dict[str, Any] = {}                    # shared by the checks of this image and method
+            cache: dict[str, Any] = {}  # shared by the checks of this image and method
             for c in todo:
                 # One seed per image and check, the same for every method: every method of an image is
                 # judged against the same randomised weights, noise and random ranking (a paired comparison).
-                ctx = Context(model, image_id, x, target, heatmap, method.name, method.options,
-                              image_seed(image_id, "every method", c.name, seed), base_map, mask, settings,
-                              float(passes.per_image(1)), cache)
+                ctx = Context(
+                    model,
+                    image_id,
+                    x,
+                    target,
+                    heatmap,
+                    method.name,
+                    method.options,
+                    image_seed(image_id, "every method", c.name, seed),
+                    base_map,
+                    mask,
+                    settings,
+                    float(passes.per_image(1)),
+                    cache,
+                )
                 try:
                     result = c.measure(ctx)
                     store.add(Row(image_id, method.title, c.name, float(result.pop("value")), result))
                 except Exception as err:
-                    store.add(Row(image_id, method.title, c.name, math.nan, {}, "error", f"{type(err).__name__}: {err}"))
+                    store.add(
+                        Row(image_id, method.title, c.name, math.nan, {}, "error", f"{type(err).__name__}: {err}")
+                    )
         store.note_image(image_id, "ok", "")
         if progress:
             elapsed = time.perf_counter() - start
@@ -186,8 +226,11 @@ def _verdict(check: Check, interval: Interval | None) -> str:
         return ""
     if interval is None:
         return "undecided"
-    good_low, good_high = (interval.low > check.bar, interval.high > check.bar) if check.better == "higher" else (
-        interval.high < check.bar, interval.low < check.bar)
+    good_low, good_high = (
+        (interval.low > check.bar, interval.high > check.bar)
+        if check.better == "higher"
+        else (interval.high < check.bar, interval.low < check.bar)
+    )
     if good_low:
         return "pass"
     if not good_high:
@@ -195,7 +238,9 @@ def _verdict(check: Check, interval: Interval | None) -> str:
     return "undecided"
 
 
-def summarise(store: ResultStore, method_titles: Sequence[str], check_list: Sequence[Check]) -> dict[tuple[str, str], Cell]:
+def summarise(
+    store: ResultStore, method_titles: Sequence[str], check_list: Sequence[Check]
+) -> dict[tuple[str, str], Cell]:
     """The cells of the report from the stored rows (see :class:`Cell`)."""
     by_key: dict[tuple[str, str], list[Row]] = {}
     for row in store.rows():
@@ -210,20 +255,29 @@ def summarise(store: ResultStore, method_titles: Sequence[str], check_list: Sequ
                 cells[title, c.name] = Cell(math.nan, 0, None, "n/a")
                 continue
             if not ok:
-                cells[title, c.name] = Cell(math.nan, 0, None, "error", errors=len(errors),
-                                            error=errors[0].message if errors else "no value")
+                cells[title, c.name] = Cell(
+                    math.nan, 0, None, "error", errors=len(errors), error=errors[0].message if errors else "no value"
+                )
                 continue
             interval = None
             if len(ok) >= 2:
                 interval = t_interval(ok) if len(ok) < 30 else bootstrap_interval(ok)
             good = 0 if c.bar is None else sum((v > c.bar) if c.better == "higher" else (v < c.bar) for v in ok)
             mean = float(sum(ok) / len(ok))
-            cells[title, c.name] = Cell(mean, len(ok), interval, _verdict(c, interval), good, len(errors),
-                                        errors[0].message if errors else "")
+            cells[title, c.name] = Cell(
+                mean, len(ok), interval, _verdict(c, interval), good, len(errors), errors[0].message if errors else ""
+            )
     return cells
 
 
-_VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "undecided": "#9a6700", "n/a": "#6e7781", "error": "#6e7781", "": "#24292f"}
+_VERDICT_COLOURS = {
+    "pass": "#1a7f37",
+    "fail": "#cf222e",
+    "undecided": "#9a6700",
+    "n/a": "#6e7781",
+    "error": "#6e7781",
+    "": "#24292f",
+}
 
 
 @dataclass
@@ -246,33 +300,67 @@ class TrustReport:
 
     def to_json(self) -> str:
         """Every cell and every per-image result, as JSON."""
+
         def interval(i: Interval | None) -> dict[str, Any] | None:
             return None if i is None else {"mean": i.mean, "low": i.low, "high": i.high, "n": i.n, "method": i.method}
 
-        return json.dumps({
-            "meta": self.meta,
-            "checks": [{"name": c.name, "title": c.title, "rule": c.rule, "bar": c.bar, "better": c.better} for c in self.checks],
-            "cells": [{"method": m, "check": c.name, "value": None if math.isnan(cell.value) else cell.value, "n": cell.n,
-                       "interval": interval(cell.interval), "verdict": cell.verdict, "favourable": cell.favourable,
-                       "errors": cell.errors, "error": cell.error}
-                      for m in self.methods for c in self.checks for cell in [self.cells[m, c.name]]],
-            "images": {k: {"status": s, "note": n} for k, (s, n) in self.images.items()},
-            "rows": [{"image": r.image, "method": r.method, "check": r.check,
-                      "value": None if math.isnan(r.value) else r.value, "status": r.status, "message": r.message}
-                     for r in self.rows],
-        }, indent=1)
+        return json.dumps(
+            {
+                "meta": self.meta,
+                "checks": [
+                    {"name": c.name, "title": c.title, "rule": c.rule, "bar": c.bar, "better": c.better}
+                    for c in self.checks
+                ],
+                "cells": [
+                    {
+                        "method": m,
+                        "check": c.name,
+                        "value": None if math.isnan(cell.value) else cell.value,
+                        "n": cell.n,
+                        "interval": interval(cell.interval),
+                        "verdict": cell.verdict,
+                        "favourable": cell.favourable,
+                        "errors": cell.errors,
+                        "error": cell.error,
+                    }
+                    for m in self.methods
+                    for c in self.checks
+                    for cell in [self.cells[m, c.name]]
+                ],
+                "images": {k: {"status": s, "note": n} for k, (s, n) in self.images.items()},
+                "rows": [
+                    {
+                        "image": r.image,
+                        "method": r.method,
+                        "check": r.check,
+                        "value": None if math.isnan(r.value) else r.value,
+                        "status": r.status,
+                        "message": r.message,
+                    }
+                    for r in self.rows
+                ],
+            },
+            indent=1,
+        )
 
     def to_markdown(self) -> str:
         """The table (verdict, then mean [interval], n), the rules and the images' notes, as Markdown."""
-        lines = [f"# Trust report: {self.meta.get('model', 'model')}", "",
-                 f"{self.meta.get('n_images', len(self.images))} images; verdicts are not corrected for the "
-                 "number of cells read at once.", "",
-                 "| method | " + " | ".join(c.title for c in self.checks) + " |",
-                 "|---" * (len(self.checks) + 1) + "|"]
+        lines = [
+            f"# Trust report: {self.meta.get('model', 'model')}",
+            "",
+            f"{self.meta.get('n_images', len(self.images))} images; verdicts are not corrected for the "
+            "number of cells read at once.",
+            "",
+            "| method | " + " | ".join(c.title for c in self.checks) + " |",
+            "|---" * (len(self.checks) + 1) + "|",
+        ]
         for m in self.methods:
             cells = [self.cells[m, c.name] for c in self.checks]
-            lines.append(f"| {m} | " + " | ".join((f"**{cell.verdict}** " if cell.verdict else "") + cell.text()
-                                                   for cell in cells) + " |")
+            lines.append(
+                f"| {m} | "
+                + " | ".join((f"**{cell.verdict}** " if cell.verdict else "") + cell.text() for cell in cells)
+                + " |"
+            )
         lines += ["", "## How each column is decided", ""] + [f"- **{c.title}**: {c.rule}." for c in self.checks]
         notes = [(k, s, n) for k, (s, n) in self.images.items() if s != "ok" or n]
         if notes:
@@ -290,39 +378,50 @@ class TrustReport:
                 cell = self.cells[m, c.name]
                 colour = _VERDICT_COLOURS.get(cell.verdict, "#24292f")
                 verdict = f'<b style="color:{colour}">{esc(cell.verdict)}</b><br>' if cell.verdict else ""
-                extra = f"<br><small>{cell.favourable} of {cell.n} images on the good side</small>" if c.bar is not None and cell.n else ""
+                extra = (
+                    f"<br><small>{cell.favourable} of {cell.n} images on the good side</small>"
+                    if c.bar is not None and cell.n
+                    else ""
+                )
                 tds.append(f"<td>{verdict}{esc(cell.text())}{extra}</td>")
             body.append(f"<tr><th>{esc(m)}</th>{''.join(tds)}</tr>")
         rules = "".join(f"<li><b>{esc(c.title)}</b>: {esc(c.rule)}.</li>" for c in self.checks)
         thumbs = []
         for m, items in self.thumbnails.items():
-            pics = "".join(f'<figure><img alt="{esc(m)} on {esc(i)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-                           f"<figcaption>{esc(i)}</figcaption></figure>" for i, png in items)
+            pics = "".join(
+                f'<figure><img alt="{esc(m)} on {esc(i)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                f"<figcaption>{esc(i)}</figcaption></figure>"
+                for i, png in items
+            )
             thumbs.append(f"<h3>{esc(m)}</h3><div class=row>{pics}</div>")
-        notes = "".join(f"<li><code>{esc(k)}</code>: {esc(s)}{(': ' + esc(n)) if n else ''}</li>"
-                        for k, (s, n) in self.images.items() if s != "ok" or n)
+        notes = "".join(
+            f"<li><code>{esc(k)}</code>: {esc(s)}{(': ' + esc(n)) if n else ''}</li>"
+            for k, (s, n) in self.images.items()
+            if s != "ok" or n
+        )
         meta = "".join(f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in self.meta.items())
         return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>Trust report: {esc(str(self.meta.get('model', 'model')))}</title>
+<title>Trust report: {esc(str(self.meta.get("model", "model")))}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#24292f}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #d0d7de;padding:.4em .6em;vertical-align:top;font-size:.9em}} th{{background:#f6f8fa;text-align:left}}
+td,th{{border:1px solid #d0d7de;padding:.4em .6em;vertical-align:top;font-size:.9em}}
+th{{background:#f6f8fa;text-align:left}}
 .row{{display:flex;flex-wrap:wrap;gap:.5em}} figure{{margin:0}} img{{width:112px;image-rendering:pixelated}}
 figcaption{{font-size:.75em}}</style></head><body>
-<h1>Trust report: {esc(str(self.meta.get('model', 'model')))}</h1>
+<h1>Trust report: {esc(str(self.meta.get("model", "model")))}</h1>
 <p>One row per explanation method, one column per check. Each cell: the verdict, the mean over the images with its
 95 % interval, and n. The verdicts are not corrected for the number of cells read at once; a pass is necessary,
 not sufficient; the images are the ones given, and say little about others.</p>
-<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>
+<table><tr><th>method</th>{head}</tr>{"".join(body)}</table>
 <h2>How each column is decided</h2><ul>{rules}</ul>
-<h2>Maps</h2>{''.join(thumbs) or '<p>(none)</p>'}
-<h2>Images with a note</h2><ul>{notes or '<li>none</li>'}</ul>
+<h2>Maps</h2>{"".join(thumbs) or "<p>(none)</p>"}
+<h2>Images with a note</h2><ul>{notes or "<li>none</li>"}</ul>
 <h2>Settings</h2><ul>{meta}</ul></body></html>
 """
 
     def save(self, path: str) -> None:
         """Write the report as HTML, Markdown or JSON, by the file's suffix."""
         text = {".html": self.to_html, ".md": self.to_markdown, ".json": self.to_json}
-        suffix = path[path.rfind("."):] if "." in path else ""
+        suffix = path[path.rfind(".") :] if "." in path else ""
         if suffix not in text:
             raise ValueError(f"save as .html, .md or .json, got {path!r}")
         with open(path, "w", encoding="utf-8") as f:
@@ -382,27 +481,53 @@ def trust_report(
         with torch.no_grad():
             was = model.training
             model.eval()
-            targets = torch.cat([model(images[i:i + 16]).argmax(1) for i in range(0, n, 16)])
+            targets = torch.cat([model(images[i : i + 16]).argmax(1) for i in range(0, n, 16)])
             model.train(was)
     target_list = [int(t) for t in torch.as_tensor(targets).flatten().tolist()]
     if len(target_list) != n:
         raise ValueError(f"{len(target_list)} targets for {n} images; give one per image")
-    check_list = ([get_check(c) for c in checks] if checks is not None
-                  else [c for c in registered_checks() if not c.needs_mask or masks is not None])
+    check_list = (
+        [get_check(c) for c in checks]
+        if checks is not None
+        else [c for c in registered_checks() if not c.needs_mask or masks is not None]
+    )
     chosen = report_methods(model, methods, layer=layer, image_size=int(images.shape[-1]))
     store = store if store is not None else ResultStore()
-    mask_map = None if masks is None else {ids[i]: masks[i:i + 1] for i in range(n)}
-    measure_images(model, ((ids[i], images[i:i + 1]) for i in range(n)), dict(zip(ids, target_list)), chosen, store,
-                   checks_to_run=check_list, masks=mask_map, seed=seed, settings=settings, progress=progress, total=n)
-    report = TrustReport([m.title for m in chosen], check_list, summarise(store, [m.title for m in chosen], check_list),
-                         store.rows(), store.images(),
-                         {"model": type(model).__name__, "n_images": n, "seed": seed, "settings": dict(settings or {}),
-                          "methods": {m.title: {k: str(v) for k, v in m.options.items()} for m in chosen}})
+    mask_map = None if masks is None else {ids[i]: masks[i : i + 1] for i in range(n)}
+    measure_images(
+        model,
+        ((ids[i], images[i : i + 1]) for i in range(n)),
+        dict(zip(ids, target_list)),
+        chosen,
+        store,
+        checks_to_run=check_list,
+        masks=mask_map,
+        seed=seed,
+        settings=settings,
+        progress=progress,
+        total=n,
+    )
+    report = TrustReport(
+        [m.title for m in chosen],
+        check_list,
+        summarise(store, [m.title for m in chosen], check_list),
+        store.rows(),
+        store.images(),
+        {
+            "model": type(model).__name__,
+            "n_images": n,
+            "seed": seed,
+            "settings": dict(settings or {}),
+            "methods": {m.title: {k: str(v) for k, v in m.options.items()} for m in chosen},
+        },
+    )
     for m in chosen:
         pictures = []
         for i in range(min(thumbnails, n)):
             try:
-                heat = _with_seed(m, image_seed(ids[i], m.title, "map", seed))(model, images[i:i + 1], [target_list[i]])[0]
+                heat = _with_seed(m, image_seed(ids[i], m.title, "map", seed))(
+                    model, images[i : i + 1], [target_list[i]]
+                )[0]
                 pictures.append((ids[i], _thumbnail(images[i], heat)))
             except Exception:
                 break

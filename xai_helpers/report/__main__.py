@@ -19,6 +19,7 @@ in ``--workdir`` are skipped, so a run that was killed is finished by running th
 again. Bad images (unreadable, grey-scale, another size, a label out of range) are recorded in the
 report, never a reason to stop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,6 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -57,8 +57,10 @@ def load_model(spec: str, output: str | None = None) -> nn.Module:
         try:
             model = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as err:
-            raise InputError(f"{spec!r} is not a TorchScript file ({err}); a state_dict needs the code that builds "
-                             "the model: use --model module:function") from err
+            raise InputError(
+                f"{spec!r} is not a TorchScript file ({err}); a state_dict needs the code that builds "
+                "the model: use --model module:function"
+            ) from err
     elif ":" in spec:
         module_name, _, function = spec.partition(":")
         try:
@@ -83,8 +85,11 @@ def load_model(spec: str, output: str | None = None) -> nn.Module:
 def image_paths(images: str) -> list[Path]:
     """The image files of a folder (recursively) or a glob pattern, sorted."""
     path = Path(images)
-    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else sorted(
-        Path(p) for p in glob.glob(images, recursive=True))
+    found = (
+        sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir()
+        else sorted(Path(p) for p in glob.glob(images, recursive=True))
+    )
     if not found:
         raise InputError(f"no images found at {images!r} (a folder, or a glob such as 'data/*.png')")
     return found
@@ -119,14 +124,17 @@ def read_labels(path: str) -> dict[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m xai_helpers.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m xai_helpers.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True, help="a folder or a glob pattern")
     p.add_argument("--out", required=True, help="report.html, report.md or report.json")
     p.add_argument("--targets", default="predicted", help="'predicted' or a CSV file image,label")
     p.add_argument("--methods", default="", help="comma-separated registry names (default: all)")
-    p.add_argument("--checks", default="", help=f"comma-separated (default: all of {', '.join(c.name for c in checks())})")
+    p.add_argument(
+        "--checks", default="", help=f"comma-separated (default: all of {', '.join(c.name for c in checks())})"
+    )
     p.add_argument("--layer", default=None, help="the layer the CAMs explain (default: the last convolutional one)")
     p.add_argument("--output", default=None, help="the logits' key or index, for a model that returns a tuple or dict")
     p.add_argument("--size", type=int, default=224, help="image side the model reads (default 224)")
@@ -170,7 +178,7 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
     if args.layer is not None:
         try:
             resolve_layer(model, args.layer)
-        except ValueError as err:                       # a name that does not exist: the close names
+        except ValueError as err:  # a name that does not exist: the close names
             raise InputError(str(err)) from err
     paths = image_paths(args.images)
     root = Path(args.images) if Path(args.images).is_dir() else Path(".")
@@ -179,12 +187,13 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
     workdir = Path(args.workdir or args.out + ".run")
     store = ResultStore(workdir / f"results-rank{rank}.sqlite")
     others = [p for p in workdir.glob("results-rank*.sqlite") if p != store.path]
-    skip = merge(others).done() if others else set()   # resuming with another number of processes
+    skip = merge(others).done() if others else set()  # resuming with another number of processes
     mine = [(i, p) for k, (i, p) in enumerate(zip(ids, paths)) if k % world == rank]
-    methods = report_methods(model, [m for m in args.methods.split(",") if m] or None, layer=args.layer,
-                             image_size=args.size)
+    methods = report_methods(
+        model, [m for m in args.methods.split(",") if m] or None, layer=args.layer, image_size=args.size
+    )
     check_list = [get_check(c) for c in args.checks.split(",") if c] or [c for c in checks() if not c.needs_mask]
-    targets: dict[str, int] = {}                        # filled as each image is read
+    targets: dict[str, int] = {}  # filled as each image is read
 
     def images() -> Iterator[tuple[str, torch.Tensor | Exception]]:
         for image_id, path in mine:
@@ -200,16 +209,27 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
                     if image_id not in labels:
                         raise KeyError(f"no label for {image_id!r} in {args.targets}")
                     if not 0 <= labels[image_id] < num_classes:
-                        raise ValueError(f"label {labels[image_id]} is out of range: the model has {num_classes} classes")
+                        raise ValueError(
+                            f"label {labels[image_id]} is out of range: the model has {num_classes} classes"
+                        )
                     targets[image_id] = labels[image_id]
                 if note:
                     store.note_image(image_id, "ok", note)
                 yield image_id, x
-            except Exception as err:                    # a corrupt file, a missing or bad label: recorded, skipped
+            except Exception as err:  # a corrupt file, a missing or bad label: recorded, skipped
                 yield image_id, err
 
-    measure_images(model, images(), targets, methods, store, checks_to_run=check_list, seed=args.seed,
-                   progress=not args.no_progress and rank == 0, total=len(mine))
+    measure_images(
+        model,
+        images(),
+        targets,
+        methods,
+        store,
+        checks_to_run=check_list,
+        seed=args.seed,
+        progress=not args.no_progress and rank == 0,
+        total=len(mine),
+    )
     store.close()
     if distributed:
         dist.barrier()
@@ -217,10 +237,21 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
     if rank == 0:
         merged = merge(sorted(workdir.glob("results-rank*.sqlite")))
         titles = [m.title for m in methods]
-        report = TrustReport(titles, check_list, summarise(merged, titles, check_list), merged.rows(), merged.images(),
-                             {"model": args.model, "n_images": len(ids), "processes": world, "device": str(args.device),
-                              "seed": args.seed, "methods": {m.title: {k: str(v) for k, v in m.options.items()}
-                                                              for m in methods}})
+        report = TrustReport(
+            titles,
+            check_list,
+            summarise(merged, titles, check_list),
+            merged.rows(),
+            merged.images(),
+            {
+                "model": args.model,
+                "n_images": len(ids),
+                "processes": world,
+                "device": str(args.device),
+                "seed": args.seed,
+                "methods": {m.title: {k: str(v) for k, v in m.options.items()} for m in methods},
+            },
+        )
         report.save(args.out)
     if distributed:
         dist.barrier()
@@ -235,8 +266,10 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if report is not None:
-        print(f"wrote {report.meta['n_images']} images x {len(report.methods)} methods x {len(report.checks)} checks",
-              file=sys.stderr)
+        print(
+            f"wrote {report.meta['n_images']} images x {len(report.methods)} methods x {len(report.checks)} checks",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ good side of the bar, **fails** when the whole interval lies on the other side, 
 
 A new check is its function, one :func:`check` decorator and its test; :func:`checks` lists them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,7 @@ from .. import registry, sanity
 from ..core import explaining, select_scores
 from ..evaluation import deletion_and_insertion, energy_in_mask, pointing_game
 
-__all__ = ["Context", "Check", "check", "checks", "get_check", "image_seed", "cascade_layers",
-           "COMPLETENESS_REFERENCE"]
+__all__ = ["Context", "Check", "check", "checks", "get_check", "image_seed", "cascade_layers", "COMPLETENESS_REFERENCE"]
 
 HeatmapFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
 
@@ -40,12 +40,13 @@ COMPLETENESS_REFERENCE: dict[str, float | None] = {"integrated_gradients": 0.0, 
 class Context:
     """What a check needs to measure one method on one image.
 
-    ``image`` the image's id, ``x [1, C, H, W]`` in [0, 1], ``target`` its class, ``heatmap(model, x, target) -> [1, H, W]`` the
-    method as a heatmap in [0, 1], ``method`` its registry name (``None`` for a plain function),
-    ``options`` the method's options (for the raw attributions), ``mask [1, H, W]`` bool or None,
-    ``seed`` the image's seed for this check, the same for every method (:func:`image_seed`), ``map`` the method's
-    heatmap on ``x`` (computed once per image and method, shared by the checks), ``passes`` what
-    computing it cost (:class:`~xai_helpers.cost.PassCount` per image), and ``cache``: results that
+    ``image`` the image's id, ``x [1, C, H, W]`` in [0, 1], ``target`` its class,
+    ``heatmap(model, x, target) -> [1, H, W]`` the method as a heatmap in [0, 1], ``method`` its
+    registry name (``None`` for a plain function), ``options`` the method's options (for the raw
+    attributions), ``mask [1, H, W]`` bool or None, ``seed`` the image's seed for this check, the same
+    for every method (:func:`image_seed`), ``map`` the method's heatmap on ``x`` (computed once per
+    image and method, shared by the checks), ``passes`` what computing it cost
+    (:class:`~xai_helpers.cost.PassCount` per image), and ``cache``: results that
     several checks of the same image and method share (the perturbation curves).
     """
 
@@ -87,16 +88,31 @@ class Check:
 _CHECKS: dict[str, Check] = {}
 
 
-def check(name: str, *, title: str, rule: str, bar: float | None = None, better: Literal["lower", "higher"] = "higher",
-          needs_mask: bool = False, applies: Callable[[str | None], bool] | None = None
-          ) -> Callable[[Callable[[Context], dict[str, Any]]], Callable[[Context], dict[str, Any]]]:
+def check(
+    name: str,
+    *,
+    title: str,
+    rule: str,
+    bar: float | None = None,
+    better: Literal["lower", "higher"] = "higher",
+    needs_mask: bool = False,
+    applies: Callable[[str | None], bool] | None = None,
+) -> Callable[[Callable[[Context], dict[str, Any]]], Callable[[Context], dict[str, Any]]]:
     """Decorator: register ``measure(ctx) -> dict`` as the check ``name`` (see :class:`Check`)."""
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
 
     def add(measure: Callable[[Context], dict[str, Any]]) -> Callable[[Context], dict[str, Any]]:
-        _CHECKS[name] = Check(name, title, measure, rule, bar, better, needs_mask,
-                              applies if applies is not None else (lambda method: True))
+        _CHECKS[name] = Check(
+            name,
+            title,
+            measure,
+            rule,
+            bar,
+            better,
+            needs_mask,
+            applies if applies is not None else (lambda method: True),
+        )
         return measure
 
     return add
@@ -127,8 +143,11 @@ def cascade_layers(model: nn.Module) -> list[str]:
     """The model's own layers with parameters, from the output towards the input: the leaf modules
     that hold parameters, in the reverse of the order ``named_modules()`` lists them. The first is
     the top step of the model randomisation cascade (usually the classifier)."""
-    names = [name for name, m in model.named_modules()
-             if name and not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    names = [
+        name
+        for name, m in model.named_modules()
+        if name and not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
+    ]
     if not names:
         raise ValueError("the model has no layer with parameters to randomise")
     return names[::-1]
@@ -139,16 +158,20 @@ def _require_map(ctx: Context) -> None:
         raise ValueError("the method's map is blank (constant) on this image, so this check is undefined")
 
 
-@check("randomisation", title="Spearman after randomising the top layer ↓",
-       rule="passes when the 95 % interval of the mean Spearman correlation between the map of the trained "
-            "model and the map after randomising its top layer (the first step of the cascade of Adebayo et al.) "
-            "lies below 0.5; fails when it lies above",
-       bar=0.5, better="lower")
+@check(
+    "randomisation",
+    title="Spearman after randomising the top layer ↓",
+    rule="passes when the 95 % interval of the mean Spearman correlation between the map of the trained "
+    "model and the map after randomising its top layer (the first step of the cascade of Adebayo et al.) "
+    "lies below 0.5; fails when it lies above",
+    bar=0.5,
+    better="lower",
+)
 def randomisation(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
     steps = cascade_layers(ctx.model)[: ctx.settings.get("cascade_steps", 1)]
     result = sanity.model_randomization_test(ctx.model, ctx.x, [ctx.target], {"m": ctx.heatmap}, steps, seed=ctx.seed)
-    curve = [float(v) for v in result.spearman["m"][:, 0]]            # [1 + steps]: 1 first, then each step
+    curve = [float(v) for v in result.spearman["m"][:, 0]]  # [1 + steps]: 1 first, then each step
     return {"value": curve[1], "curve": curve, "layers": result.labels}
 
 
@@ -174,11 +197,15 @@ def shifted_copy(model: nn.Module, shift: float) -> nn.Module:
         return _Shifted(model, shift)
 
 
-@check("input_invariance", title="change under an absorbed input shift ↓",
-       rule="passes when the 95 % interval of the mean relative change ||L' - L|| / ||L|| of the heatmap, for a copy "
-            "of the model that absorbs a constant shift of the input (Kindermans et al.), lies below 0.05; fails "
-            "when it lies above",
-       bar=0.05, better="lower")
+@check(
+    "input_invariance",
+    title="change under an absorbed input shift ↓",
+    rule="passes when the 95 % interval of the mean relative change ||L' - L|| / ||L|| of the heatmap, for a copy "
+    "of the model that absorbs a constant shift of the input (Kindermans et al.), lies below 0.05; fails "
+    "when it lies above",
+    bar=0.05,
+    better="lower",
+)
 def input_invariance(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
     shift = float(ctx.settings.get("shift", 0.2))
@@ -199,7 +226,7 @@ def _curves(ctx: Context) -> dict[str, float]:
     per image and method: ``settings`` ``step`` (default 1/8 of the pixels) and ``baseline`` (``"blur"``)."""
     if "curves" not in ctx.cache:
         h, w = ctx.x.shape[-2:]
-        seed = image_seed(ctx.image, "every method", "curves", ctx.settings.get("seed", 0))   # one per image
+        seed = image_seed(ctx.image, "every method", "curves", ctx.settings.get("seed", 0))  # one per image
         random_map = torch.rand(1, h, w, generator=torch.Generator().manual_seed(seed)).to(ctx.x)
         step, baseline = ctx.settings.get("step", 1 / 8), ctx.settings.get("baseline", "blur")
         auc = {}
@@ -210,30 +237,43 @@ def _curves(ctx: Context) -> dict[str, float]:
     return ctx.cache["curves"]
 
 
-@check("insertion", title="insertion AUC gain over a random ranking ↑",
-       rule="passes when the 95 % interval of the mean gain in insertion AUC over a random ranking of the same "
-            "pixels (paired, image by image; 8 steps from a blurred copy) lies above 0; fails when it lies below",
-       bar=0.0, better="higher")
+@check(
+    "insertion",
+    title="insertion AUC gain over a random ranking ↑",
+    rule="passes when the 95 % interval of the mean gain in insertion AUC over a random ranking of the same "
+    "pixels (paired, image by image; 8 steps from a blurred copy) lies above 0; fails when it lies below",
+    bar=0.0,
+    better="higher",
+)
 def insertion(ctx: Context) -> dict[str, Any]:
     auc = _curves(ctx)
     return {"value": auc["method insertion"] - auc["random insertion"], "auc": auc["method insertion"]}
 
 
-@check("deletion", title="deletion AUC gain over a random ranking ↑",
-       rule="passes when the 95 % interval of the mean gain (the random ranking's deletion AUC minus the method's; "
-            "paired, 8 steps towards a blurred copy) lies above 0; fails when it lies below",
-       bar=0.0, better="higher")
+@check(
+    "deletion",
+    title="deletion AUC gain over a random ranking ↑",
+    rule="passes when the 95 % interval of the mean gain (the random ranking's deletion AUC minus the method's; "
+    "paired, 8 steps towards a blurred copy) lies above 0; fails when it lies below",
+    bar=0.0,
+    better="higher",
+)
 def deletion(ctx: Context) -> dict[str, Any]:
     auc = _curves(ctx)
     return {"value": auc["random deletion"] - auc["method deletion"], "auc": auc["method deletion"]}
 
 
 # ----------------------------------------------------------------------------------- completeness
-@check("completeness", title="completeness error ↓",
-       rule="defined for Integrated Gradients and DeepLIFT (the attributions should add up to y(x) - y(black)) and "
-            "LRP (to y(x)); passes when the 95 % interval of the mean |sum - expected| / |expected| lies below 0.05; "
-            "fails when it lies above",
-       bar=0.05, better="lower", applies=lambda method: method in COMPLETENESS_REFERENCE)
+@check(
+    "completeness",
+    title="completeness error ↓",
+    rule="defined for Integrated Gradients and DeepLIFT (the attributions should add up to y(x) - y(black)) and "
+    "LRP (to y(x)); passes when the 95 % interval of the mean |sum - expected| / |expected| lies below 0.05; "
+    "fails when it lies above",
+    bar=0.05,
+    better="lower",
+    applies=lambda method: method in COMPLETENESS_REFERENCE,
+)
 def completeness(ctx: Context) -> dict[str, Any]:
     assert ctx.method is not None
     reference = COMPLETENESS_REFERENCE[ctx.method]
@@ -247,11 +287,15 @@ def completeness(ctx: Context) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- stability
-@check("stability", title="max-sensitivity under small noise ↓",
-       rule="max-sensitivity (Yeh et al. 2019): the largest relative change of the heatmap over 4 uniform "
-            "perturbations of at most 2/255 per pixel that leave the prediction unchanged; passes when the 95 % "
-            "interval of the mean lies below 0.5; fails when it lies above",
-       bar=0.5, better="lower")
+@check(
+    "stability",
+    title="max-sensitivity under small noise ↓",
+    rule="max-sensitivity (Yeh et al. 2019): the largest relative change of the heatmap over 4 uniform "
+    "perturbations of at most 2/255 per pixel that leave the prediction unchanged; passes when the 95 % "
+    "interval of the mean lies below 0.5; fails when it lies above",
+    bar=0.5,
+    better="lower",
+)
 def stability(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
     radius, samples = ctx.settings.get("radius", 2 / 255), ctx.settings.get("noise_samples", 4)
@@ -272,10 +316,15 @@ def stability(ctx: Context) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- localisation
-@check("localisation", title="energy in the mask minus the mask's share ↑",
-       rule="with masks only: the share of the heatmap's mass inside the mask minus the mask's share of the image "
-            "(what a flat map gets); passes when the 95 % interval of the mean lies above 0; fails when it lies below",
-       bar=0.0, better="higher", needs_mask=True)
+@check(
+    "localisation",
+    title="energy in the mask minus the mask's share ↑",
+    rule="with masks only: the share of the heatmap's mass inside the mask minus the mask's share of the image "
+    "(what a flat map gets); passes when the 95 % interval of the mean lies above 0; fails when it lies below",
+    bar=0.0,
+    better="higher",
+    needs_mask=True,
+)
 def localisation(ctx: Context) -> dict[str, Any]:
     assert ctx.mask is not None
     share = float(ctx.mask.float().mean())
@@ -283,19 +332,27 @@ def localisation(ctx: Context) -> dict[str, Any]:
     return {"value": energy - share, "energy": energy, "pointing": float(pointing_game(ctx.map, ctx.mask)[0])}
 
 
-@check("containment", title="share of the map outside the mask ↓",
-       rule="with masks only: the share of the heatmap's mass outside the mask; passes when the 95 % interval of "
-            "the mean lies below 0.05, fails when it lies above. Meant for masks that hold every pixel that can "
-            "influence the score (a DiFull grid, chapter 15): for masks of an object, most methods fail it",
-       bar=0.05, better="lower", needs_mask=True)
+@check(
+    "containment",
+    title="share of the map outside the mask ↓",
+    rule="with masks only: the share of the heatmap's mass outside the mask; passes when the 95 % interval of "
+    "the mean lies below 0.05, fails when it lies above. Meant for masks that hold every pixel that can "
+    "influence the score (a DiFull grid, chapter 15): for masks of an object, most methods fail it",
+    bar=0.05,
+    better="lower",
+    needs_mask=True,
+)
 def containment(ctx: Context) -> dict[str, Any]:
     assert ctx.mask is not None
     return {"value": 1.0 - float(energy_in_mask(ctx.map, ctx.mask)[0])}
 
 
 # ----------------------------------------------------------------------------------- cost
-@check("cost", title="forward and backward passes per image",
-       rule="counted, not timed (xai_helpers.cost.count_passes) while the map is computed: images sent forward plus "
-            "images whose gradient came back from the output; no verdict")
+@check(
+    "cost",
+    title="forward and backward passes per image",
+    rule="counted, not timed (xai_helpers.cost.count_passes) while the map is computed: images sent forward plus "
+    "images whose gradient came back from the output; no verdict",
+)
 def cost(ctx: Context) -> dict[str, Any]:
     return {"value": ctx.passes}

@@ -7,6 +7,7 @@ the image in progress, and a run started again skips what is stored (:meth:`Resu
 Several processes never share a file: each writes its own (``results-rank{r}.sqlite``), and
 :func:`merge` reads them all.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,15 +54,20 @@ class ResultStore:
     def add(self, row: Row) -> None:
         """Store ``row`` (replacing an earlier one for the same image, method and check) and commit."""
         value = None if math.isnan(row.value) else row.value
-        self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (row.image, row.method, row.check, value, json.dumps(row.detail), row.status, row.message))
+        self.db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.image, row.method, row.check, value, json.dumps(row.detail), row.status, row.message),
+        )
         self.db.commit()
 
     def note_image(self, image: str, status: str, note: str = "") -> None:
         """Record an image's status (``"ok"`` or ``"error"``) and a note for the reader (an empty note
         keeps the one recorded before)."""
-        self.db.execute("INSERT INTO images VALUES (?, ?, ?) ON CONFLICT(image) DO UPDATE SET status = excluded.status, "
-                        "note = CASE WHEN excluded.note = '' THEN images.note ELSE excluded.note END", (image, status, note))
+        self.db.execute(
+            "INSERT INTO images VALUES (?, ?, ?) ON CONFLICT(image) DO UPDATE SET status = excluded.status, "
+            "note = CASE WHEN excluded.note = '' THEN images.note ELSE excluded.note END",
+            (image, status, note),
+        )
         self.db.commit()
 
     def done(self) -> set[tuple[str, str, str]]:
@@ -72,8 +78,11 @@ class ResultStore:
         """Every stored result, ordered by image, method and check."""
         out = []
         for image, method, check, value, detail, status, message in self.db.execute(
-                "SELECT * FROM results ORDER BY image, method, check_name"):
-            out.append(Row(image, method, check, math.nan if value is None else value, json.loads(detail), status, message))
+            "SELECT * FROM results ORDER BY image, method, check_name"
+        ):
+            out.append(
+                Row(image, method, check, math.nan if value is None else value, json.loads(detail), status, message)
+            )
         return out
 
     def images(self) -> dict[str, tuple[str, str]]:
