@@ -21,6 +21,8 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
 ``sanity``                model randomisation and map similarity
+``concepts``              concept activation vectors, TCAV with its t-test, network dissection
+``concept_sets``          concept images made in code, counter-examples, exact concept masks
 ``plot``, ``widgets``     figures and interactive explorers
 ``notebook``              numbers glued into the prose (a no-op outside the book's build)
 ``training``              the one training recipe, seeded, with a cache of trained models
@@ -38,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "core", "registry", "models", "data", "cam", "rules", "gradients", "integrated", "display", "propagation",
     "perturbation", "featvis", "evaluation", "cost", "stats", "benchmarks", "removal",
-    "sanity", "plot", "widgets", "training", "receptive_field", "background",
+    "sanity", "concepts", "concept_sets", "plot", "widgets", "training", "receptive_field", "background",
 ]
 
 
