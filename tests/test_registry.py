@@ -26,6 +26,9 @@ OPTIONS = {
     "occlusion": {"window": 32, "stride": 32},
     "smoothgrad": {"n_samples": 2, "batch_size": 4},
     "integrated_gradients": {"steps": 2},
+    "rise": {"n_masks": 4},
+    "lime": {"n_segments": 4, "n_samples": 4},
+    "kernel_shap": {"n_segments": 4, "n_samples": 4},
 }
 # Architectures that relevance propagation does not define (SiLU, GELU or Hardswish activations; a
 # batch norm *before* its convolution, which cannot be merged): LRP and DeepLIFT must refuse them

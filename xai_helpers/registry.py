@@ -10,9 +10,11 @@
 * ``target``: the class to explain, an int for the whole batch, or one per image (a sequence, a
   LongTensor ``[B]`` or a NumPy integer array);
 * ``layer``: a module or a dotted name, for the methods whose :attr:`Method.needs_layer` is true;
-* options with one meaning each across methods: ``batch_size`` (images per forward pass),
-  ``seed`` (every random draw), ``baseline`` (the reference image or value), ``steps`` (gradient
-  evaluations along a path), ``n_samples`` (noisy copies), ``window`` and ``stride`` (pixels).
+* options with one meaning each across methods: ``batch_size`` (images per forward pass; called
+  ``chunk_size`` by the model-agnostic methods of :mod:`xai_helpers.blackbox`), ``seed`` (every random
+  draw), ``baseline`` (the reference image or value), ``steps`` (gradient evaluations along a path),
+  ``n_samples`` (random copies of the input: noisy images, LIME's and KernelSHAP's perturbed images),
+  ``n_masks`` (RISE's masks), ``n_segments`` (superpixels), ``window`` and ``stride`` (pixels).
 
 **Output contract.** The result is detached (``requires_grad`` false), on ``x``'s device and dtype,
 signed where the method is signed, and *not* rescaled:
@@ -48,8 +50,9 @@ Space = Literal["input", "map"]
 #: The families, in the order :func:`methods` lists them.
 FAMILIES = ("cam", "perturbation", "gradient", "path", "propagation")
 
-#: The modules whose methods register themselves when they are imported.
-METHOD_MODULES = ("cam", "gradients", "integrated", "perturbation", "propagation")
+#: The modules whose methods register themselves when they are imported; within a family,
+#: :func:`methods` lists them in this order (and a module's methods in the order it registers them).
+METHOD_MODULES = ("cam", "gradients", "integrated", "perturbation", "propagation", "blackbox")
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -106,7 +109,14 @@ def methods(*, family: str | None = None, space: Space | None = None) -> list[Me
     _load()
     chosen = [m for m in _REGISTRY.values()
               if (family is None or m.family == family) and (space is None or m.space == space)]
-    return sorted(chosen, key=lambda m: FAMILIES.index(m.family))
+    return sorted(chosen, key=lambda m: (FAMILIES.index(m.family), _module_rank(m)))
+
+
+def _module_rank(method: Method) -> int:
+    """Where ``method``'s module stands in :data:`METHOD_MODULES` (others last), so that the order of
+    :func:`methods` does not depend on which module was imported first."""
+    module = method.function.__module__.rpartition(".")[2]
+    return METHOD_MODULES.index(module) if module in METHOD_MODULES else len(METHOD_MODULES)
 
 
 def get(name: str) -> Method:
