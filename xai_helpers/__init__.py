@@ -18,6 +18,8 @@ The code behind the book "Explaining CNNs". One module per idea:
 ``benchmarks``            the evaluation set: usable photos, photo grids, shapes, DiFull
 ``removal``               remove and retrain (ROAR), ROAD's imputation, what a removal mask leaks
 ``perturbation``          occlusion
+``blackbox``              model-agnostic: RISE, LIME, KernelSHAP, exact Shapley values
+``fooling``               max-sensitivity, softplus copy, input and model manipulation
 ``featvis``               feature visualisation
 ``evaluation``            deletion/insertion curves, pointing game, energy in mask
 ``sanity``                model randomisation and map similarity
@@ -37,7 +39,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 __all__ = [
     "core", "registry", "models", "data", "cam", "rules", "gradients", "integrated", "display", "propagation",
-    "perturbation", "featvis", "evaluation", "cost", "stats", "benchmarks", "removal",
+    "perturbation", "blackbox", "fooling", "featvis", "evaluation", "cost", "stats", "benchmarks", "removal",
     "sanity", "plot", "widgets", "training", "receptive_field", "background",
 ]
 
