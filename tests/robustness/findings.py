@@ -264,7 +264,8 @@ CASCADE = ["fc", ["conv3", "bn3"], ["conv2", "bn2"], ["conv1", "bn1"]]
 
 
 def shape_methods() -> dict[str, Callable]:
-    """Every registered method but deconvnet, as (model, x, target) -> [B, H, W] heatmaps, chapter 14's settings."""
+    """Every registered method but deconvnet and the model-agnostic ones (RISE, LIME, KernelSHAP), as
+    (model, x, target) -> [B, H, W] heatmaps, chapter 14's settings."""
     options = {"score_cam": dict(layer="relu3", batch_size=4), "occlusion": dict(window=8, stride=4, batch_size=4),
                "smoothgrad": dict(n_samples=16, seed=0), "integrated_gradients": dict(steps=16, batch_size=16)}
 
@@ -272,7 +273,8 @@ def shape_methods() -> dict[str, Callable]:
         settings = options.get(method.name, {"layer": "relu3"} if method.needs_layer else {})
         return lambda m, x, t: registry.attribute(method.name, m, x, t, heatmap=True, **settings)
 
-    return {method.name: of(method) for method in registry.methods() if method.name != "deconvnet"}
+    left_out = {"deconvnet", "rise", "lime", "kernel_shap"}
+    return {method.name: of(method) for method in registry.methods() if method.name not in left_out}
 
 
 @finding("14: localisation on shapes")
