@@ -170,7 +170,7 @@ def rise_masks(
     averages over one sequence of masks.
     """
     _check_rise(n, grid, p)
-    height, width = (size, size) if isinstance(size, numbers.Integral) else size
+    height, width = size if isinstance(size, (tuple, list)) else (size, size)
     _positive_int(height, "the mask height")
     _positive_int(width, "the mask width")
     return _rise_block(_rise_draws(n, grid, p, seed), (int(height), int(width)), grid, p, dtype, device)

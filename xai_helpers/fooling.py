@@ -18,7 +18,6 @@ mean over pixels), so a map's scale never enters a loss.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -149,16 +148,20 @@ class _SmoothReLUMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
-def _smooth_class(cls: type) -> type:
-    """A subclass of ``cls`` whose ``forward`` runs inside :class:`_SmoothReLUMode`."""
+_SMOOTH_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 
-    def forward(self, *args, **kwargs):
-        with _SmoothReLUMode(self.softplus_beta):
-            return cls.forward(self, *args, **kwargs)
 
-    return type(f"Softplus{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__,
-                                                    "__doc__": f"{cls.__name__} with smooth ReLUs (softplus_copy)."})
+def _smooth_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """A subclass of ``cls`` whose ``forward`` runs inside :class:`_SmoothReLUMode` (one per class)."""
+    if cls not in _SMOOTH_CLASSES:
+        def forward(self, *args, **kwargs):
+            with _SmoothReLUMode(self.softplus_beta):
+                return cls.forward(self, *args, **kwargs)
+
+        _SMOOTH_CLASSES[cls] = type(f"Softplus{cls.__name__}", (cls,), {
+            "forward": forward, "__module__": cls.__module__,
+            "__doc__": f"{cls.__name__} with smooth ReLUs (made by softplus_copy)."})
+    return _SMOOTH_CLASSES[cls]
 
 
 def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
@@ -186,7 +189,7 @@ def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
             if type(child) is nn.ReLU:
                 setattr(parent, name, nn.Softplus(beta=beta))
     smooth.__class__ = _smooth_class(type(smooth))
-    smooth.softplus_beta = beta
+    setattr(smooth, "softplus_beta", beta)     # a plain attribute, read by the smooth class's forward
     return smooth
 
 
