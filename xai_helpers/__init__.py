@@ -16,8 +16,8 @@ __version__ = "0.2.0"
 __all__ = [
     "core", "registry", "methods", "backward_rules", "relevance", "models", "data", "display",
     "featvis", "evaluation", "cost", "stats", "testbeds", "removal",
-    "sanity", "concepts", "concept_sets", "report", "plot", "widgets", "notebook", "training", "receptive_field",
-    "background",
+    "sanity", "fooling", "concepts", "concept_sets", "report", "plot", "widgets", "notebook", "training",
+    "receptive_field", "background",
 ]
 
 

@@ -59,7 +59,7 @@ __all__ = ["Method", "FAMILIES", "register", "methods", "get", "attribute", "che
 Space = Literal["input", "map"]
 
 #: The families, in the order :func:`methods` lists them.
-FAMILIES = ("cam", "perturbation", "gradient", "path", "propagation")
+FAMILIES = ("cam", "perturbation", "gradient", "path", "propagation", "blackbox")
 
 #: Why each option a method may refuse (:attr:`Method.refuses`) would break the output contract.
 _BREAKS_CONTRACT = {

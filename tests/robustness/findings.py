@@ -282,15 +282,13 @@ CASCADE = ["fc", ["conv3", "bn3"], ["conv2", "bn2"], ["conv1", "bn1"]]
 
 
 def shape_methods() -> dict[str, Callable]:
-    """Every registered method but deconvnet, as (model, x, target) -> [B, H, W] heatmaps, chapter 14's settings."""
+    """Chapter 13's lineup (every registered method but deconvnet and the model-agnostic ones), as
+    (model, x, target) -> [B, H, W] heatmaps, with chapter 14's settings, keyed by registry name."""
     options = {"score_cam": dict(layer="relu3", chunk_size=4), "occlusion": dict(window=8, stride=4, chunk_size=4),
                "smoothgrad": dict(n_samples=16, seed=0), "integrated_gradients": dict(steps=16, chunk_size=16)}
-
-    def of(method):
-        settings = options.get(method.name, {"layer": "relu3"} if method.needs_layer else {})
-        return lambda m, x, t: registry.attribute(method.name, m, x, t, heatmap=True, **settings)
-
-    return {method.name: of(method) for method in registry.methods() if method.name != "deconvnet"}
+    lineup = [m for m in registry.methods() if m.name != "deconvnet" and m.family != "blackbox"]
+    return {m.name: registry.heatmap_method(m.name, **options.get(m.name, {"layer": "relu3"} if m.needs_layer else {}))
+            for m in lineup}
 
 
 @finding("14: localisation on shapes")

@@ -25,6 +25,7 @@ from torch import nn
 from .. import registry, sanity
 from ..core import explaining, select_scores
 from ..evaluation import deletion_and_insertion, energy_in_mask, pointing_game
+from ..fooling import max_sensitivity
 
 __all__ = ["Context", "Check", "check", "checks", "get_check", "image_seed", "cascade_layers", "COMPLETENESS_REFERENCE"]
 
@@ -298,21 +299,9 @@ def completeness(ctx: Context) -> dict[str, Any]:
 )
 def stability(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
-    radius, samples = ctx.settings.get("radius", 2 / 255), ctx.settings.get("noise_samples", 4)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    with explaining(ctx.model), torch.no_grad():
-        predicted = int(ctx.model(ctx.x).argmax(1))
-    worst, kept = 0.0, 0
-    for _ in range(samples):
-        noise = (torch.rand(ctx.x.shape, generator=generator) * 2 - 1).to(ctx.x) * radius
-        noisy = (ctx.x + noise).clamp(0, 1)
-        with explaining(ctx.model), torch.no_grad():
-            if int(ctx.model(noisy).argmax(1)) != predicted:
-                continue
-        kept += 1
-        moved = ctx.heatmap(ctx.model, noisy, [ctx.target])
-        worst = max(worst, float((moved - ctx.map).flatten().norm() / ctx.map.flatten().norm().clamp_min(1e-12)))
-    return {"value": worst if kept else math.nan, "kept": kept}
+    sensitivity = max_sensitivity(ctx.heatmap, ctx.model, ctx.x, [ctx.target], radius=ctx.settings.get("radius", 2 / 255),
+                                  n_samples=ctx.settings.get("noise_samples", 4), seed=ctx.seed)
+    return {"value": float(sensitivity[0])}
 
 
 # ----------------------------------------------------------------------------------- localisation
