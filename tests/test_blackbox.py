@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from xai_helpers import registry
-from xai_helpers.methods import blackbox
 from xai_helpers.cost import count_passes
 from xai_helpers.data import make_shapes
+from xai_helpers.methods import blackbox
 from xai_helpers.methods.blackbox import (
     exact_shapley,
     kernel_shap,
