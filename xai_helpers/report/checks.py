@@ -299,8 +299,9 @@ def completeness(ctx: Context) -> dict[str, Any]:
 )
 def stability(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
-    sensitivity = max_sensitivity(ctx.heatmap, ctx.model, ctx.x, [ctx.target], radius=ctx.settings.get("radius", 2 / 255),
-                                  n_samples=ctx.settings.get("noise_samples", 4), seed=ctx.seed)
+    radius, samples = ctx.settings.get("radius", 2 / 255), ctx.settings.get("noise_samples", 4)
+    sensitivity = max_sensitivity(ctx.heatmap, ctx.model, ctx.x, [ctx.target], radius=radius, n_samples=samples,
+                                  seed=ctx.seed)
     return {"value": float(sensitivity[0])}
 
 
