@@ -80,12 +80,15 @@ def report_methods(
     *,
     layer: nn.Module | str | None = None,
     image_size: int = 224,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ReportMethod]:
     """The methods a report runs: every registered method (``None``), the registered ``methods`` by name,
     or ``{title: name or function(model, x, target) -> [B, H, W]}``. CAMs explain ``layer`` (default
-    :func:`~xai_helpers.core.find_last_conv_layer`)."""
+    :func:`~xai_helpers.core.find_last_conv_layer`); ``options[name]`` overrides the report's
+    settings of a registered method (:func:`_report_options`)."""
     if methods is None:
         methods = [m.name for m in registry.methods()]
+    overrides = options or {}
     items = list(methods.items()) if isinstance(methods, Mapping) else [(None, name) for name in methods]
     chosen = []
     for title, spec in items:
@@ -93,11 +96,11 @@ def report_methods(
             chosen.append(ReportMethod(str(title), None, {}, spec))
             continue
         method = registry.get(spec)
-        options = _report_options(method, image_size)
+        settings = _report_options(method, image_size) | dict(overrides.get(method.name, {}))
         if method.needs_layer:
-            options["layer"] = layer if layer is not None else find_last_conv_layer(model)
+            settings["layer"] = layer if layer is not None else find_last_conv_layer(model)
         chosen.append(
-            ReportMethod(title or method.title, method.name, options, registry.heatmap_method(method.name, **options))
+            ReportMethod(title or method.title, method.name, settings, registry.heatmap_method(method.name, **settings))
         )
     return chosen
 
@@ -451,6 +454,7 @@ def trust_report(
     *,
     methods: Sequence[str] | Mapping[str, str | HeatmapFn] | None = None,
     layer: nn.Module | str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     masks: torch.Tensor | None = None,
     checks: Sequence[str] | None = None,
     image_ids: Sequence[str] | None = None,
@@ -462,10 +466,11 @@ def trust_report(
 ) -> TrustReport:
     """Which explanation of ``model`` passes which test, on ``images [N, C, H, W]`` in [0, 1].
 
-    ``targets``: the class to explain per image (default: the predicted class). ``methods``: see
-    :func:`report_methods`. ``masks [N, H, W]`` bool: where each image's object is (adds the
-    localisation check). ``checks``: names of :func:`~xai_helpers.report.checks.checks` (default
-    all). ``store``: where per-image results go (default in memory; a file makes the run resumable).
+    ``targets``: the class to explain per image (default: the predicted class). ``methods``,
+    ``layer`` and ``options``: see :func:`report_methods`. ``masks [N, H, W]`` bool: where each
+    image's object is (adds the localisation checks). ``checks``: names of
+    :func:`~xai_helpers.report.checks.checks` (default all). ``store``: where per-image results
+    go (default in memory; a file makes the run resumable).
     ``settings``: the checks' settings (``cascade_steps`` (default 1: the top layer), ``shift``
     (0.2), ``step`` (1/8 of the pixels), ``baseline`` (``"blur"``), ``radius`` (2/255),
     ``noise_samples`` (4)). The model is left as it was. See the module docstring for what
@@ -491,7 +496,7 @@ def trust_report(
         if checks is not None
         else [c for c in registered_checks() if not c.needs_mask or masks is not None]
     )
-    chosen = report_methods(model, methods, layer=layer, image_size=int(images.shape[-1]))
+    chosen = report_methods(model, methods, layer=layer, image_size=int(images.shape[-1]), options=options)
     store = store if store is not None else ResultStore()
     mask_map = None if masks is None else {ids[i]: masks[i : i + 1] for i in range(n)}
     measure_images(
