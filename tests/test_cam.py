@@ -46,7 +46,7 @@ def lite0():
 @pytest.mark.parametrize("width, size", [(4, 16), (8, 24)])
 def test_grad_cam_equals_cam_for_gap_and_linear(width, size):
     torch.manual_seed(1)
-    model = SmallCNN(num_classes=3, width=width).double()
+    model = SmallCNN(num_classes=3, width=width).double().eval()  # eval: batch norm uses its running statistics
     x = torch.rand(4, 3, size, size, dtype=torch.float64)
     targets = [0, 1, 2, 1]
     with torch.no_grad():

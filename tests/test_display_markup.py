@@ -74,7 +74,7 @@ def test_numbered_table_is_a_labelled_list_table_with_the_best_in_bold():
 def test_numbered_table_rejects_unknown_best_columns_and_directions():
     with pytest.raises(ValueError, match="not columns"):
         numbered_table(ROWS, ["deletion"], caption="c", name="n", best={"pointing": "max"})
-    with pytest.raises(ValueError, match="'max' or 'min'"):
+    with pytest.raises(ValueError, match="'max', 'min' or 'zero'"):
         numbered_table(ROWS, ["deletion"], caption="c", name="n", best={"deletion": "lowest"})
 
 
@@ -82,3 +82,21 @@ def test_numbered_table_ignores_nan_when_ranking():
     rows = {"a": {"x": math.nan}, "b": {"x": 0.5}}
     body = numbered_table(rows, ["x"], caption="c", name="n", best={"x": "max"})._repr_markdown_()
     assert "**0.5**" in body and "**nan**" not in body
+
+
+def test_numbered_table_bolds_the_value_closest_to_zero_among_the_contenders_only():
+    rows = {"a": {"rho": -0.05, "x": 0.9}, "b": {"rho": 0.4, "x": 0.5}, "control": {"rho": 0.0, "x": 1.0}}
+    body = numbered_table(rows, ["rho", "x"], caption="c", name="n", best={"rho": "zero", "x": "max"},
+                          contenders=["a", "b"])._repr_markdown_()
+    assert "* - a\n  - **-0.05**\n  - **0.9**" in body                 # the control is closer but does not compete
+    assert "* - control\n  - 0.0\n  - 1.0" in body
+    with pytest.raises(ValueError, match="not rows"):
+        numbered_table(rows, ["rho"], caption="c", name="n", contenders=["z"])
+
+
+def test_numbered_table_ranks_values_as_printed():
+    rows = {"a": {"d": 0.0012, "p": 0.251}, "b": {"d": -0.0004, "p": 0.249}, "c": {"d": 0.02, "p": 0.3}}
+    body = numbered_table(rows, ["d", "p"], caption="c", name="n", formats={"d": "{:.2f}", "p": "{:.0%}"},
+                          best={"d": "zero", "p": "min"})._repr_markdown_()
+    assert "* - a\n  - **0.00**\n  - **25%**" in body and "* - b\n  - **-0.00**\n  - **25%**" in body
+    assert "* - c\n  - 0.02\n  - 30%" in body

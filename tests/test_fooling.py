@@ -276,7 +276,8 @@ CLASSES = ("circle", "square")
 def shapes():
     train = make_shapes(800, size=32, seed=1, class_names=CLASSES)
     test = make_shapes(300, size=32, seed=2, class_names=CLASSES)
-    model = train_small_cnn(train.images, train.labels, width=8, epochs=8, lr=1e-2, num_classes=2, seed=0)
+    # 12 epochs: over training seeds 0-9 the test accuracy is 0.98-1.0 (8 epochs: 0.70-1.0)
+    model = train_small_cnn(train.images, train.labels, width=8, epochs=12, lr=1e-2, num_classes=2, seed=0)
     return model, train, test
 
 
@@ -344,12 +345,12 @@ def test_fine_tune_to_fool_moves_grad_cam_and_keeps_accuracy(shapes):
     clean_loss, clean_accuracy = corner_loss(model), accuracy(model, test.images, test.labels)
     result = fine_tune_to_fool(
         model,
-        train.images[:256],
-        train.labels[:256],
+        train.images,
+        train.labels,
         goal,
         "grad_cam",
         layer="relu3",
-        epochs=20,
+        epochs=15,
         lr=3e-3,
         gamma=0.3,
         seed=0,
@@ -357,7 +358,7 @@ def test_fine_tune_to_fool_moves_grad_cam_and_keeps_accuracy(shapes):
     assert_untouched(model, before)
     fooled = result.model
     assert not fooled.training and all(p.grad is None for p in fooled.parameters())
-    assert len(result.map_loss) == 20 and result.map_loss[-1] < 0.6 * result.map_loss[0]
+    assert len(result.map_loss) == 15 and result.map_loss[-1] < 0.6 * result.map_loss[0]
     assert corner_loss(fooled) < 0.5 * clean_loss, (corner_loss(fooled), clean_loss)
     assert accuracy(fooled, test.images, test.labels) >= clean_accuracy - 0.1
     with pytest.raises(ValueError, match="labels"):

@@ -221,7 +221,7 @@ def test_x_is_not_modified_and_needs_no_grad():
 def test_guided_grad_cam_is_guided_backprop_times_the_upsampled_grad_cam():
     """Selvaraju et al.: GB * up(ReLU(sum_k alpha_k A^k)), the CAM *not* min-max scaled (issue 11, item 7)."""
     torch.manual_seed(0)
-    model, x, targets = SmallCNN(), torch.rand(2, 3, 32, 32), [0, 2]
+    model, x, targets = SmallCNN().eval(), torch.rand(2, 3, 32, 32), [0, 2]
     # the CAM by hand, from the layer's activations and plain autograd
     captured = {}
     handle = model.relu3.register_forward_hook(lambda m, i, o: captured.setdefault("A", o))

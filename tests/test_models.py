@@ -87,7 +87,13 @@ def test_imagenet_categories():
 def test_small_cnn_layers_and_shapes():
     model = SmallCNN(num_classes=3)
     names = [n for n, _ in model.named_children()]
-    assert names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "gap", "fc"]
+    stage = ["conv{}", "bn{}", "relu{}", "pool{}"]
+    expected = [f.format(i) for i in (1, 2) for f in stage] + ["conv3", "bn3", "relu3", "gap", "fc"]
+    assert names == expected
+    assert all(isinstance(getattr(model, f"bn{i}"), nn.BatchNorm2d) for i in (1, 2, 3))
+    plain = SmallCNN(num_classes=3, norm=False)
+    assert [n for n, _ in plain.named_children()] == expected
+    assert all(isinstance(getattr(plain, f"bn{i}"), nn.Identity) for i in (1, 2, 3))
     assert model.features(torch.rand(2, 3, 64, 64)).shape == (2, 64, 16, 16)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
     assert isinstance(model.gap, nn.AdaptiveAvgPool2d)

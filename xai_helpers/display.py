@@ -8,7 +8,7 @@ import inspect
 import math
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -102,6 +102,10 @@ def _escape(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+# how each direction of best= scores a value: the highest score wins
+_RANKS = {"max": lambda v: v, "min": lambda v: -v, "zero": lambda v: -abs(v)}
+
+
 def _number(value: Any) -> float:
     """The number a table cell is ranked by: an interval's mean, or the value itself."""
     return float(getattr(value, "mean", value))
@@ -132,6 +136,7 @@ def numbered_table(
     name: str,
     formats: Mapping[str, str] | None = None,
     best: Mapping[str, str] | None = None,
+    contenders: Collection[str] | None = None,
     first_column: str = "method",
     missing: str = "\u2013",
 ) -> MarkdownTable:
@@ -140,8 +145,11 @@ def numbered_table(
     ``rows`` maps each row's name to ``{column: value}``; a value missing from a row prints as
     ``missing``. ``formats`` maps a column to a format string (default ``"{}"``; an
     :class:`~xai_helpers.stats.Interval` formats as ``"mean [low, high]"``, ``{:.2f}`` included).
-    ``best`` maps a column to ``"max"`` or ``"min"``: the cells with the best value of that column
-    (an interval's mean) are set in bold, ties included. The website and the PDF number it
+    ``best`` maps a column to ``"max"``, ``"min"`` or ``"zero"`` (closest to zero): the cells with
+    the best value of that column (an interval's mean) are set in bold, ties included; values are
+    ranked as printed, so two cells that print the same are both bold or neither. Only the rows named
+    in ``contenders`` compete for bold (default: every row), so controls can be left out. The website
+    and the PDF number it
     ("Table N.k"): refer to it with the ``numref`` role and its ``name``. End a cell with it (the
     cell needs no other output).
     """
@@ -150,24 +158,39 @@ def numbered_table(
     unknown = sorted(set(best) - set(columns))
     if unknown:
         raise ValueError(f"best= names {unknown}, which are not columns of the table")
-    bad = {c: how for c, how in best.items() if how not in ("max", "min")}
+    bad = {c: how for c, how in best.items() if how not in _RANKS}
     if bad:
-        raise ValueError(f"best= must say 'max' or 'min' for each column, got {bad}")
+        raise ValueError(f"best= must say 'max', 'min' or 'zero' for each column, got {bad}")
+    unknown = sorted(set(contenders or ()) - set(rows))
+    if unknown:
+        raise ValueError(f"contenders= names {unknown}, which are not rows of the table")
+    competing = set(rows) if contenders is None else set(contenders)
+
+    def shown(value: Any, column: str) -> float:
+        # rank what the reader sees: "0.00" and "-0.00" tie, whatever the digits behind them
+        text = formats.get(column, "{}").format(_number(value))
+        try:
+            return float(text.removesuffix("%"))
+        except ValueError:                                   # not a plain number: rank the value
+            return _number(value)
+
     winners: dict[str, float] = {}
     for column, how in best.items():
-        values = [_number(r[column]) for r in rows.values() if column in r and not math.isnan(_number(r[column]))]
-        if values:
-            winners[column] = max(values) if how == "max" else min(values)
+        scores = [_RANKS[how](shown(r[column], column)) for label, r in rows.items()
+                  if label in competing and column in r and not math.isnan(_number(r[column]))]
+        if scores:
+            winners[column] = max(scores)
 
-    def cell(row: Mapping[str, Any], column: str) -> tuple[str, bool]:
+    def cell(label: str, row: Mapping[str, Any], column: str) -> tuple[str, bool]:
         if column not in row:
             return missing, False
         text = formats.get(column, "{}").format(row[column])
-        won = column in winners and math.isclose(_number(row[column]), winners[column], rel_tol=1e-12, abs_tol=1e-12)
+        won = (label in competing and column in winners
+               and _RANKS[best[column]](shown(row[column], column)) == winners[column])
         return text, won
 
     header = [first_column, *columns]
-    body = [[(str(label), False), *(cell(row, c) for c in columns)] for label, row in rows.items()]
+    body = [[(str(label), False), *(cell(label, row, c) for c in columns)] for label, row in rows.items()]
     lines = [f"```{{list-table}} {' '.join(caption.split())}", ":header-rows: 1", ":stub-columns: 1",
              f":name: {name}", ":class: xai-table", ""]
     for entries in [[(h, False) for h in header], *body]:
