@@ -558,7 +558,7 @@ def forward_until(
     return values
 
 
-def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float) -> torch.Tensor:
+def baseline_like(x: torch.Tensor, baseline: torch.Tensor | float | None) -> torch.Tensor:
     """The baseline (reference input) of a method as a tensor shaped like ``x``, without grad.
 
     A number fills every pixel (``0.0``, every method's default, is the black image; ``0.5`` is

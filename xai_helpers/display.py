@@ -166,7 +166,7 @@ def numbered_table(
         raise ValueError(f"contenders= names {unknown}, which are not rows of the table")
     competing = set(rows) if contenders is None else set(contenders)
 
-    def shown(value: Any, column: str) -> float:
+    def printed(value: Any, column: str) -> float:
         # rank what the reader sees: "0.00" and "-0.00" tie, whatever the digits behind them
         text = formats.get(column, "{}").format(_number(value))
         try:
@@ -176,7 +176,7 @@ def numbered_table(
 
     winners: dict[str, float] = {}
     for column, how in best.items():
-        scores = [_RANKS[how](shown(r[column], column)) for label, r in rows.items()
+        scores = [_RANKS[how](printed(r[column], column)) for label, r in rows.items()
                   if label in competing and column in r and not math.isnan(_number(r[column]))]
         if scores:
             winners[column] = max(scores)
@@ -186,7 +186,7 @@ def numbered_table(
             return missing, False
         text = formats.get(column, "{}").format(row[column])
         won = (label in competing and column in winners
-               and _RANKS[best[column]](shown(row[column], column)) == winners[column])
+               and _RANKS[best[column]](printed(row[column], column)) == winners[column])
         return text, won
 
     header = [first_column, *columns]

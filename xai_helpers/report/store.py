@@ -72,7 +72,7 @@ class ResultStore:
 
     def done(self) -> set[tuple[str, str, str]]:
         """``{(image, method, check)}`` already stored."""
-        return {tuple(r) for r in self.db.execute("SELECT image, method, check_name FROM results")}  # type: ignore[misc]
+        return {tuple(r) for r in self.db.execute("SELECT image, method, check_name FROM results")}
 
     def rows(self) -> list[Row]:
         """Every stored result, ordered by image, method and check."""
