@@ -1,9 +1,9 @@
 """The API reference page (book/api.md) builds under the strict build and lists every public name.
 
 The full strict build (``make test-book``) executes every chapter, which takes minutes. This test
-builds only the pages the API reference needs (the landing page, the API page and the bibliography
-that the landing page cites) with notebook execution off, under the same ``-n -W`` rules and the
-book's own ``_config.yml``, then checks the HTML: every module of the package has its section and
+builds only the pages the API reference needs (the API page, as the root, and the bibliography)
+with notebook execution off, under the same ``-n -W`` rules and the book's own ``_config.yml``,
+then checks the HTML: every module of the package has its section and
 every name in each module's ``__all__`` has its entry (anchor ``xai_helpers.<module>.<name>``).
 A new module or a new public name therefore needs nothing but a docstring and one ``automodule``
 line in book/api.md. Run by ``make test-api`` (part of ``make test``); about 15 s.
@@ -49,8 +49,9 @@ def api_html(tmp_path_factory) -> str:
                                   for name, path in sphinx["local_extensions"].items()}
     sphinx["config"]["html_extra_path"] = []
     (tmp / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    toc = {"format": "jb-book", "root": "intro",
-           "parts": [{"caption": "Reference", "chapters": [{"file": "api"}, {"file": "bibliography"}]}]}
+    # The API page is the root: the landing page links to every chapter, which this build leaves out.
+    toc = {"format": "jb-book", "root": "api",
+           "parts": [{"caption": "Reference", "chapters": [{"file": "bibliography"}]}]}
     (tmp / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "XAI_BOOK_STATIC": "1"}

@@ -44,7 +44,7 @@ from .checks import Check, Context, get_check, image_seed
 from .checks import checks as registered_checks
 from .store import ResultStore, Row
 
-__all__ = ["Cell", "TrustReport", "trust_report", "report_methods", "measure_images", "summarise"]
+__all__ = ["Cell", "ReportMethod", "TrustReport", "trust_report", "report_methods", "measure_images", "summarise"]
 
 HeatmapFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
 
