@@ -55,7 +55,7 @@ def test_set_style_applies_every_entry_of_the_house_style():
             assert matplotlib.rcParams[key] == matplotlib.rcParamsDefault.validate[key](value), key
 
 
-def test_use_jpeg_figures_shows_figures_as_full_colour_jpeg_in_ipython():
+def test_use_jpeg_figures_shows_figures_as_jpeg_in_ipython_half_or_full_colour():
     import base64
     import io
 
@@ -74,6 +74,9 @@ def test_use_jpeg_figures_shows_figures_as_full_colour_jpeg_in_ipython():
         assert data[:2] == b"\xff\xd8"
         assert formatters["image/png"](fig) is None, "and not also as PNG"
         image = Image.open(io.BytesIO(data))
+        assert JpegImagePlugin.get_sampling(image) == 2, "colour at half resolution (4:2:0) by default"
+        use_jpeg_figures(quality=90, full_colour=True)
+        image = Image.open(io.BytesIO(base64.b64decode(formatters["image/jpeg"](fig))))
         assert JpegImagePlugin.get_sampling(image) == 0, "colour at full resolution (4:4:4)"
     finally:
         InteractiveShell.clear_instance()
