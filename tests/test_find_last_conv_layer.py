@@ -34,7 +34,7 @@ EXPECTED = {
     "densenet121": "features", "convnext_tiny": "features", "efficientnet_b0": "features",
     "mobilenet_v3_small": "features", "googlenet": "inception5b", "inception_v3": "Mixed_7c",
     "shufflenet_v2_x0_5": "conv5", "mnasnet0_5": "layers", "regnet_x_400mf": "trunk_output",
-    "squeezenet1_1": "classifier.2", "swin_t": "permute",
+    "squeezenet1_1": "features", "swin_t": "permute",
 }
 
 
@@ -180,3 +180,13 @@ def test_errors():
         find_last_conv_layer(fixed)
     assert find_last_conv_layer(fixed, input_size=(28, 28)) == "0"
     assert all(len(m._forward_hooks) == 0 for m in fixed.modules())
+
+
+def test_a_cam_at_a_1x1_layer_is_a_clear_error():
+    # ResNet's avgpool outputs [B, 512, 1, 1]: a CAM there would be one number per image, a constant map.
+    model = build("resnet18")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="1x1 map.*constant.*find_last_conv_layer"):
+        grad_cam(model, x, 0, layer="avgpool")
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    assert grad_cam(model, x, 0, layer="layer4").shape == (1, 64, 64)  # 2x2 at 64 px: allowed

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from xai_helpers.core import completeness_error
+from xai_helpers.methods import integrated
 from xai_helpers.methods.integrated import (
     QUADRATURES,
     integrated_gradients,
@@ -121,3 +122,26 @@ def test_tolerance_mode_says_when_it_did_not_converge(smooth_net):
     assert result.evaluations == 2 * (1 + 2 + 4)
     with pytest.raises(ValueError, match="tolerance"):
         integrated_gradients_to_tolerance(net, x, 0, tolerance=0)
+
+
+def test_without_steps_the_grid_is_refined_until_completeness_holds(smooth_net, recwarn):
+    net = smooth_net(4)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ig = integrated_gradients(net, x, [0, 1, 2])
+    assert not [w for w in recwarn if "completeness" in str(w.message)]
+    relative = completeness_error(net, x, [0, 1, 2], ig).abs() / completeness_error(
+        net, x, [0, 1, 2], torch.zeros_like(x)).abs()
+    assert (relative <= integrated.DEFAULT_TOLERANCE).all()
+    # the same as the tolerance mode at the default tolerance, and more than the coarsest grid gives
+    reference = integrated_gradients_to_tolerance(net, x, [0, 1, 2], tolerance=integrated.DEFAULT_TOLERANCE,
+                                                  start_steps=16, max_steps=256)
+    assert torch.equal(ig, reference.attributions)
+
+
+def test_without_steps_an_image_that_misses_completeness_is_named_in_a_warning(smooth_net, monkeypatch):
+    monkeypatch.setattr(integrated, "_DEFAULT_STEPS", (1, 2))     # too coarse for this net on purpose
+    net, x = smooth_net(4), torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    said = r"misses completeness by more than 5%.*after 2 steps on image\(s\) 0 \(\d+%\)"
+    with pytest.warns(UserWarning, match=said):
+        ig = integrated_gradients(net, x, 0, quadrature="riemann")
+    assert torch.equal(ig, integrated_gradients(net, x, 0, steps=2, quadrature="riemann"))

@@ -329,6 +329,35 @@ def test_residual_sum_conserves_relevance():
     assert abs(layers["b"].sum().item()) < abs(y) + 1e-5       # b got its share only
 
 
+class InputSkip(nn.Module):
+    """The image reaches the pooled sum twice: through ``conv`` and directly (``h + x``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.ReLU()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(3, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.conv(x) + x)).flatten(1))
+
+
+def test_lrp_refuses_a_model_whose_input_bypasses_the_first_layer():
+    torch.manual_seed(0)
+    model, x = InputSkip().eval(), torch.rand(2, 3, 6, 6)
+    with pytest.raises(ValueError, match="bypasses 'conv', the first linear layer.*deeplift"):
+        lrp(model, x, 1, composite=uniform(ZeroRule()))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    # the same layers without the skip are accepted, and conserve (a control: the skip is what is refused)
+    skip_free = InputSkip().eval()
+    skip_free.forward = lambda z: skip_free.fc(skip_free.pool(skip_free.act(skip_free.conv(z))).flatten(1))
+    skip_free.load_state_dict(model.state_dict())
+    R = lrp(skip_free, x, 1, composite=uniform(ZeroRule()))
+    assert torch.allclose(R.flatten(1).sum(1), skip_free(x)[:, 1], atol=1e-5)
+    # DeepLIFT follows every path, so summation to delta holds on the skip model
+    attributions = deeplift(model, x, 1)
+    assert completeness_error(model, x, 1, attributions).abs().max() < 1e-5
+
+
 def test_deeplift_summation_to_delta_and_reference():
     model = tiny()
     x, ref = image(4), image(5)

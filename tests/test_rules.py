@@ -2,6 +2,7 @@
 functional calls, checked against backward passes written out by hand and against a second
 implementation (torch's functional activations patched with reference autograd Functions)."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -177,7 +178,12 @@ def test_gates_keep_their_gradient():
     s = torch.sigmoid(h)
     g = net.fc2.weight[1].expand_as(h)
     to_h = (h > 0) * (g * s).clamp_min(0) + g * h.clamp_min(0) * s * (1 - s)
-    assert torch.allclose(guided_backprop(net, x, 1), (to_h @ net.fc1.weight).view_as(x), atol=1e-10)
+    with pytest.warns(UserWarning, match=r"modified 1 activations .* plain gradient through its gates \(sigmoid x1"):
+        guided = guided_backprop(net, x, 1)
+    assert torch.allclose(guided, (to_h @ net.fc1.weight).view_as(x), atol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # the plain gradient has no rule to skip: no warning
+        saliency(net, x, 1)
 
 
 # -------------------------------------------------------------------- torchvision architectures
@@ -234,7 +240,13 @@ def test_guided_backprop_on_torchvision_architectures(monkeypatch, arch):
                 if name.endswith("layer_scale"):
                     p.fill_(1.0)
     x, target = torch.rand(2, 3, size, size), [1, 2]
-    guided, plain = guided_backprop(model, x, target), saliency(model, x, target)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        guided = guided_backprop(model, x, target)
+    gates = {"efficientnet_b0": "sigmoid x16", "mobilenet_v3_small": "hardsigmoid x9"}.get(arch)
+    said = [str(w.message) for w in caught if "gates" in str(w.message)]
+    assert said == ([] if gates is None else [said[0]]) and (gates is None or f"({gates}," in said[0]), said
+    plain = saliency(model, x, target)
     expected = reference_rule(monkeypatch, model, x, target, "guided")
     scale = expected.abs().max()
     assert scale > 0

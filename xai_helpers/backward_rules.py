@@ -35,7 +35,9 @@ Recognised activations (module or functional call, in place or not):
   ``approximate`` modes); ``nn.Hardswish`` / ``F.hardswish``.
 
 Gates and squashing functions (sigmoid, hard sigmoid, tanh, softmax, as in squeeze-and-excitation
-blocks) are not rectifiers and keep their true derivative under every rule, as in the papers.
+blocks) are not rectifiers and keep their true derivative under every rule, as in the papers;
+since the map is then the method on the rectifiers only, :func:`relu_rule` warns, naming the gates
+it passed (sigmoid, hard sigmoid and tanh calls; a softmax is not counted).
 Any other activation (ELU, SELU, CELU, Mish, PReLU, Softplus, ..., and a Hardtanh whose lower
 limit is not 0) has no defined deconvnet or guided rule: :func:`relu_rule` raises rather than
 silently returning the plain gradient, and it raises too when a forward pass meets no activation
@@ -54,6 +56,7 @@ relevance propagation, which act on linear layers rather than activations, are i
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,6 +168,15 @@ _UNKNOWN_FUNCTIONS = {
     torch.selu, torch.selu_,
     torch.celu, torch.celu_, torch.prelu, torch.rrelu, torch.hardshrink, torch._C._nn.elu,
     torch._C._nn.softplus, torch._C._nn.mish, torch._C._nn.glu, torch._C._nn.softshrink,
+}
+
+
+# Gates (squeeze-excitation's sigmoid, a tanh) are not rectifiers: no paper defines a deconvnet or guided
+# rule for them, so the plain gradient passes through them and relu_rule says so in a warning.
+_GATE_FUNCTIONS = {
+    torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_, F.sigmoid, F.hardsigmoid,
+    torch._C._nn.hardsigmoid, torch._C._nn.hardsigmoid_, torch.tanh, torch.tanh_, torch.Tensor.tanh,
+    torch.Tensor.tanh_, F.tanh,
 }
 
 
@@ -342,11 +354,16 @@ class _RuleMode(TorchFunctionMode):
         super().__init__()
         self.rule = rule
         self.applied = 0
+        self.gates: dict[str, int] = {}     # gate function name -> calls that kept the plain gradient
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         # Under no_grad (a forward without gradients, or inside the backward pass itself) nothing changes.
         if not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        if func in _GATE_FUNCTIONS and not self.rule.exact:
+            name = getattr(func, "__name__", str(func)).rstrip("_")
+            self.gates[name] = self.gates.get(name, 0) + 1
             return func(*args, **kwargs)
         activation = recognise(func, args, kwargs)
         if activation is None:
@@ -402,15 +419,26 @@ def relu_rule(model: nn.Module, backward: str | BackwardRule) -> Iterator[list[s
 
     def pre_hook(_module, _args):
         depth_and_count.append(mode.applied)
+        if len(depth_and_count) == 1:
+            mode.gates.clear()
 
     def post_hook(_module, _args, _output):
         before = depth_and_count.pop()
-        if torch.is_grad_enabled() and not rule.exact and mode.applied == before:
+        if not torch.is_grad_enabled() or rule.exact:
+            return
+        if mode.applied == before:
             raise NotImplementedError(
                 f"the {rule.name!r} rule found no activation it applies to in this model's forward pass (it knows "
                 "ReLU, ReLU6/capped ReLU, LeakyReLU, SiLU, GELU and Hardswish, as modules or functions): the "
                 "result would be the plain gradient. Use saliency() for that."
             )
+        if mode.gates and not depth_and_count:
+            gates = ", ".join(f"{n} x{k}" for n, k in sorted(mode.gates.items()))
+            warnings.warn(
+                f"the {rule.name!r} rule modified {mode.applied - before} activations of this model but passed the "
+                f"plain gradient through its gates ({gates}, e.g. squeeze-excitation): they are not rectifiers and "
+                "no paper defines the rule for them. The map is the method on the rectifiers only.",
+                UserWarning, stacklevel=2)
 
     handles = [model.register_forward_pre_hook(pre_hook), model.register_forward_hook(post_hook)]
     try:

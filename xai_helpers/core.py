@@ -268,11 +268,17 @@ def in_chunks(
 
 
 def check_spatial_activation(activation: torch.Tensor, layer: str) -> None:
-    """Raise a clear error unless ``layer``'s output is a map ``[B, C, h, w]`` (what CAMs combine)."""
+    """Raise a clear error unless ``layer``'s output is a map ``[B, C, h, w]`` with ``h * w > 1`` (CAMs combine it)."""
     if activation.dim() != 4:
         raise ValueError(
             f"CAM methods need a layer whose output is a spatial map [B, C, h, w]; layer {layer!r} outputs "
             f"shape {list(activation.shape)}. Pick a convolutional layer, e.g. find_last_conv_layer(model)."
+        )
+    if activation.shape[-2] * activation.shape[-1] == 1:
+        raise ValueError(
+            f"layer {layer!r} outputs a 1x1 map {list(activation.shape)}, so a CAM there is one number per "
+            "image and its upsampled map is constant. Pick a layer before the global pooling, e.g. "
+            "find_last_conv_layer(model), or use a larger input."
         )
 
 
@@ -345,8 +351,11 @@ def find_last_conv_layer(
 
     * DenseNet's classifier pools ``F.relu(features)``, a functional call no module hook can reach:
       the answer, ``"features"``, is the tensor one ReLU before the pooled one (negative values kept).
-    * SqueezeNet's classifier is a 1x1 convolution followed by global pooling, so the pooled tensor is
-      the class-score map itself (``"classifier.2"``); Grad-CAM there is CAM of the class map.
+    * SqueezeNet's classifier is a 1x1 convolution to one channel per class followed by global
+      pooling, so the pooled tensor is the class-score map itself. A CAM of that map says little
+      (each class has one channel), so when the last spatial map has one channel per output and comes
+      from a 1x1 ``nn.Conv2d``, the answer is the map that convolution reads: ``"features"``, the last
+      Fire module's output (dropout, an identity in eval mode, is skipped).
 
     Swin transformers and MaxViT pool a ``[B, C, h, w]`` map too and get an answer (``"permute"``,
     ``"blocks"``). A model that turns its map into tokens ``[B, N, D]`` after the last spatial tensor
@@ -373,10 +382,13 @@ def find_last_conv_layer(
     names = {module: name for name, module in model.named_modules()}
     records: list[tuple[str, nn.Module, torch.Tensor, int]] = []  # (name, module, output, its version)
     calls: dict[str, int] = {}
+    conv_inputs: dict[nn.Module, torch.Tensor] = {}
 
-    def hook(module, _inputs, output):
+    def hook(module, inputs, output):
         name = names[module]
         calls[name] = calls.get(name, 0) + 1
+        if isinstance(module, nn.Conv2d) and inputs and isinstance(inputs[0], torch.Tensor):
+            conv_inputs[module] = inputs[0]
         if isinstance(output, torch.Tensor):
             records.append((name, module, output, output._version))
 
@@ -384,7 +396,7 @@ def find_last_conv_layer(
     try:
         with explaining(model), torch.no_grad():
             try:
-                model(x)
+                logits = model(x)
             except Exception as err:
                 raise ValueError(
                     f"could not run the model on a dummy input of shape {list(x.shape)} to find its last "
@@ -415,6 +427,13 @@ def find_last_conv_layer(
             "explain this model with a gradient or perturbation method instead."
         )
     same = [i for i, (name, _, out, _) in enumerate(records) if calls[name] == 1 and _same_tensor(out, pooled)]
+    n_outputs = logits.shape[-1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    scorer = next((records[i][1] for i in same if isinstance(records[i][1], nn.Conv2d)
+                   and records[i][1].kernel_size == (1, 1) and records[i][1].out_channels == n_outputs), None)
+    if scorer is not None and scorer in conv_inputs:  # a class-score map: explain the map it scores
+        features, end = conv_inputs[scorer], min(same)
+        same = [i for i, (name, module, out, _) in enumerate(records[:end])
+                if calls[name] == 1 and not isinstance(module, nn.Dropout) and _same_tensor(out, features)]
     if not same:
         raise ValueError(
             f"the last spatial map {list(pooled.shape)} comes only from modules that run more than once "

@@ -73,9 +73,18 @@ def lrp_with_layers(model: nn.Module, x: torch.Tensor, target: Target, *, compos
             bounds = torch.stack([torch.full_like(x[0], rule.low), torch.full_like(x[0], rule.high)])
             mapped = first_layer_input(model, state.first, bounds)
             state.bounds = (mapped[:1], mapped[1:])
-        scores = select_scores(model(x.detach().clone()), target)
+        # x itself needs grad only to see whether a path from it bypasses the first linear layer
+        # (whose input the pre-hook detaches): relevance on such a path would be lost.
+        image = x.detach().clone().requires_grad_(True)
+        scores = select_scores(model(image), target)
         leaves = [typing.cast(torch.Tensor, state.leaf), *state.extra_leaves]
-        grads = torch.autograd.grad(scores.sum(), leaves)
+        *grads, bypass = torch.autograd.grad(scores.sum(), [*leaves, image], allow_unused=True)
+        if bypass is not None:
+            raise ValueError(
+                f"the image reaches the output by a path that bypasses {state.first!r}, the first linear layer "
+                "(e.g. the input added to a later layer's output). LRP hands relevance to the pixels only through "
+                "that layer, so the relevance on the other path would be lost and sum(R) would not match y^c. "
+                "Use deeplift() or integrated_gradients(), which follow every path.")
         relevance = leaves[0].detach() * grads[0]
         for leaf, g in zip(leaves[1:], grads[1:]):
             relevance = relevance + leaf.detach() * g
@@ -90,7 +99,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Composi
     The relevance ``R = y^c`` of the target logit is propagated to the pixels layer by layer by the
     rules of ``composite`` (default :func:`~xai_helpers.relevance.composites.epsilon_gamma_box`). The
     relevance arriving at the first linear layer's input is the pixels' relevance (the model's
-    elementwise preprocessing, e.g. ``Normalize``, passes it on unchanged). ``sum(R) = y^c`` up to
+    elementwise preprocessing, e.g. ``Normalize``, passes it on unchanged); a model in which the image
+    also reaches a later layer by another path is refused with a ``ValueError``, since that path's
+    relevance would be lost. ``sum(R) = y^c`` up to
     what biases, epsilon and the stabiliser absorb: :func:`~xai_helpers.core.completeness_error`
     with ``baseline=None`` (no reference) measures the difference.
     """
