@@ -337,3 +337,27 @@ def test_bad_inputs_are_recorded_or_named(tmp_path):
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     layer = command([*BASE, "--images", "imgs", "--out", "z.json", "--layer", "1.relu9"], tmp_path)
     assert layer.returncode == 2 and "1.relu3" in layer.stderr
+
+
+def test_the_command_shows_maps_of_the_first_good_images(tmp_path):
+    names = write_pngs(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "a-broken.png").write_bytes(b"not a png")       # sorts first: skipped, not shown
+    done = command([*BASE, "--images", "imgs", "--out", "r.html", "--thumbnails", "2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "r.html").read_text()
+    maps = page.split("<h2>Maps</h2>")[1].split("<h2>")[0]
+    assert maps.count("data:image/png;base64,") == 2 * 3                  # 2 images x 3 methods
+    assert all(f"<figcaption>{n}</figcaption>" in maps for n in names[:2])
+    assert names[2] not in maps and "a-broken.png" not in maps
+
+
+def test_intervals_stay_within_what_a_value_can_be():
+    from xai_helpers.report import summarise
+
+    values = [0.999, 0.93, 0.998]                    # rank correlations near 1: the t interval reaches past 1
+    assert t_interval(values).high > 1
+    store = ResultStore()
+    for i, v in enumerate(values):
+        store.add(Row(f"im{i}", "m", "randomisation", v, {}))
+    cell = summarise(store, ["m"], [get_check("randomisation")])["m", "randomisation"]
+    assert cell.interval.high == 1.0 and cell.interval.low == t_interval(values).low and cell.n == 3

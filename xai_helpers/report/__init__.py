@@ -30,7 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -44,7 +44,10 @@ from .checks import Check, Context, get_check, image_seed
 from .checks import checks as registered_checks
 from .store import ResultStore, Row
 
-__all__ = ["Cell", "ReportMethod", "TrustReport", "trust_report", "report_methods", "measure_images", "summarise"]
+__all__ = [
+    "Cell", "ReportMethod", "TrustReport", "trust_report", "report_methods", "measure_images", "summarise",
+    "add_thumbnails",
+]
 
 HeatmapFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
 
@@ -265,6 +268,8 @@ def summarise(
             interval = None
             if len(ok) >= 2:
                 interval = t_interval(ok) if len(ok) < 30 else bootstrap_interval(ok)
+                low, high = c.bounds          # a t interval at small n can reach past what a value can be
+                interval = replace(interval, low=max(interval.low, low), high=min(interval.high, high))
             good = 0 if c.bar is None else sum((v > c.bar) if c.better == "higher" else (v < c.bar) for v in ok)
             mean = float(sum(ok) / len(ok))
             cells[title, c.name] = Cell(
@@ -526,15 +531,24 @@ def trust_report(
             "methods": {m.title: {k: str(v) for k, v in m.options.items()} for m in chosen},
         },
     )
-    for m in chosen:
+    shown = [(ids[i], images[i : i + 1], target_list[i]) for i in range(min(thumbnails, n))]
+    add_thumbnails(report, model, chosen, shown, seed=seed)
+    return report
+
+
+def add_thumbnails(
+    report: TrustReport, model: nn.Module, methods: Sequence[ReportMethod],
+    items: Sequence[tuple[str, torch.Tensor, int]], *, seed: int = 0,
+) -> None:
+    """Put each method's map of each ``(image id, image [1, C, H, W], target)`` over the image, as
+    thumbnails for the HTML page; a method that fails on an image gets no more thumbnails (its error
+    is in the table already). Random methods draw from the same seeds as the checks."""
+    for m in methods:
         pictures = []
-        for i in range(min(thumbnails, n)):
+        for image_id, image, target in items:
             try:
-                heat = _with_seed(m, image_seed(ids[i], m.title, "map", seed))(
-                    model, images[i : i + 1], [target_list[i]]
-                )[0]
-                pictures.append((ids[i], _thumbnail(images[i], heat)))
+                heat = _with_seed(m, image_seed(image_id, m.title, "map", seed))(model, image, [target])[0]
             except Exception:
                 break
+            pictures.append((image_id, _thumbnail(image[0], heat)))
         report.thumbnails[m.title] = pictures
-    return report

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..core import SelectOutput, resolve_layer
-from . import TrustReport, measure_images, report_methods, summarise
+from . import TrustReport, add_thumbnails, measure_images, report_methods, summarise
 from .checks import checks, get_check
 from .store import ResultStore, merge
 
@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workdir", default=None, help="where per-process results are kept (default: OUT + '.run')")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--thumbnails", type=int, default=4, help="images whose maps the HTML page shows (default 4)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -252,6 +253,19 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
                 "methods": {m.title: {k: str(v) for k, v in m.options.items()} for m in methods},
             },
         )
+        statuses = merged.images()
+        shown = [(i, p) for i, p in zip(ids, paths) if statuses.get(i, ("ok", ""))[0] == "ok"]
+        items = []
+        for image_id, path in shown[: max(0, args.thumbnails)]:
+            x, _ = read_image(path, args.size)
+            x = x.to(device)
+            if labels is not None:
+                target = labels[image_id]
+            else:
+                with torch.no_grad():
+                    target = int(model(x).argmax(1))
+            items.append((image_id, x, target))
+        add_thumbnails(report, model, methods, items, seed=args.seed)
         report.save(args.out)
     if distributed:
         dist.barrier()

@@ -73,7 +73,9 @@ class Check:
     ``bar`` and ``better`` (``"lower"`` or ``"higher"``) turn the interval of the mean into a verdict
     (module docstring); ``bar=None`` reports the value without a verdict. ``applies(method name)``
     says whether the check is defined for a method (others show "n/a"); ``needs_mask``: only with
-    masks. ``rule`` is the verdict's rule in words, printed in the report.
+    masks. ``rule`` is the verdict's rule in words, printed in the report. ``bounds``: the values a
+    measurement can take (a rank correlation lies in [-1, 1]); the interval of the mean is clipped
+    to them, since a t interval at small n can reach past them.
     """
 
     name: str
@@ -84,6 +86,7 @@ class Check:
     better: Literal["lower", "higher"] = "higher"
     needs_mask: bool = False
     applies: Callable[[str | None], bool] = lambda method: True
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
 
 _CHECKS: dict[str, Check] = {}
@@ -98,6 +101,7 @@ def check(
     better: Literal["lower", "higher"] = "higher",
     needs_mask: bool = False,
     applies: Callable[[str | None], bool] | None = None,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
 ) -> Callable[[Callable[[Context], dict[str, Any]]], Callable[[Context], dict[str, Any]]]:
     """Decorator: register ``measure(ctx) -> dict`` as the check ``name`` (see :class:`Check`)."""
     if better not in ("lower", "higher"):
@@ -113,6 +117,7 @@ def check(
             better,
             needs_mask,
             applies if applies is not None else (lambda method: True),
+            bounds,
         )
         return measure
 
@@ -162,6 +167,7 @@ def _require_map(ctx: Context) -> None:
 @check(
     "randomisation",
     title="Spearman after randomising the top layer ↓",
+    bounds=(-1.0, 1.0),
     rule="passes when the 95 % interval of the mean Spearman correlation between the map of the trained "
     "model and the map after randomising its top layer (the first step of the cascade of Adebayo et al.) "
     "lies below 0.5; fails when it lies above",
@@ -201,6 +207,7 @@ def shifted_copy(model: nn.Module, shift: float) -> nn.Module:
 @check(
     "input_invariance",
     title="change under an absorbed input shift ↓",
+    bounds=(0.0, math.inf),
     rule="passes when the 95 % interval of the mean relative change ||L' - L|| / ||L|| of the heatmap, for a copy "
     "of the model that absorbs a constant shift of the input (Kindermans et al.), lies below 0.05; fails "
     "when it lies above",
@@ -241,6 +248,7 @@ def _curves(ctx: Context) -> dict[str, float]:
 @check(
     "insertion",
     title="insertion AUC gain over a random ranking ↑",
+    bounds=(-1.0, 1.0),
     rule="passes when the 95 % interval of the mean gain in insertion AUC over a random ranking of the same "
     "pixels (paired, image by image; 8 steps from a blurred copy) lies above 0; fails when it lies below",
     bar=0.0,
@@ -254,6 +262,7 @@ def insertion(ctx: Context) -> dict[str, Any]:
 @check(
     "deletion",
     title="deletion AUC gain over a random ranking ↑",
+    bounds=(-1.0, 1.0),
     rule="passes when the 95 % interval of the mean gain (the random ranking's deletion AUC minus the method's; "
     "paired, 8 steps towards a blurred copy) lies above 0; fails when it lies below",
     bar=0.0,
@@ -268,6 +277,7 @@ def deletion(ctx: Context) -> dict[str, Any]:
 @check(
     "completeness",
     title="completeness error ↓",
+    bounds=(0.0, math.inf),
     rule="defined for Integrated Gradients and DeepLIFT (the attributions should add up to y(x) - y(black)) and "
     "LRP (to y(x)); passes when the 95 % interval of the mean |sum - expected| / |expected| lies below 0.05; "
     "fails when it lies above",
@@ -291,6 +301,7 @@ def completeness(ctx: Context) -> dict[str, Any]:
 @check(
     "stability",
     title="max-sensitivity under small noise ↓",
+    bounds=(0.0, math.inf),
     rule="max-sensitivity (Yeh et al. 2019): the largest relative change of the heatmap over 4 uniform "
     "perturbations of at most 2/255 per pixel that leave the prediction unchanged; passes when the 95 % "
     "interval of the mean lies below 0.5; fails when it lies above",
@@ -309,6 +320,7 @@ def stability(ctx: Context) -> dict[str, Any]:
 @check(
     "localisation",
     title="energy in the mask minus the mask's share ↑",
+    bounds=(-1.0, 1.0),
     rule="with masks only: the share of the heatmap's mass inside the mask minus the mask's share of the image "
     "(what a flat map gets); passes when the 95 % interval of the mean lies above 0; fails when it lies below",
     bar=0.0,
@@ -325,6 +337,7 @@ def localisation(ctx: Context) -> dict[str, Any]:
 @check(
     "containment",
     title="share of the map outside the mask ↓",
+    bounds=(0.0, 1.0),
     rule="with masks only: the share of the heatmap's mass outside the mask; passes when the 95 % interval of "
     "the mean lies below 0.05, fails when it lies above. Meant for masks that hold every pixel that can "
     "influence the score (a DiFull grid, chapter 15): for masks of an object, most methods fail it",
@@ -341,6 +354,7 @@ def containment(ctx: Context) -> dict[str, Any]:
 @check(
     "cost",
     title="forward and backward passes per image",
+    bounds=(0.0, math.inf),
     rule="counted, not timed (xai_helpers.cost.count_passes) while the map is computed: images sent forward plus "
     "images whose gradient came back from the output; no verdict",
 )
