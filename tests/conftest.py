@@ -20,6 +20,19 @@ def lite0():
     return efficientnet_lite0()
 
 
+@pytest.fixture
+def tiny_vit():
+    """torchvision's VisionTransformer at a size a test affords: 32 px, 4 x 4 patches of 8 px, 2 blocks,
+    3 classes, with a random head (torchvision starts it at zero, which zeroes every gradient)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=3).eval()
+    nn.init.normal_(model.heads.head.weight, std=0.5)
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

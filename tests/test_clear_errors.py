@@ -113,7 +113,8 @@ def test_one_dimensional_scores_are_a_clear_error(name, method):
 @pytest.mark.parametrize("method", CAMS)
 def test_layer_without_a_spatial_output_is_a_clear_error(method):
     model = SmallCNN(num_classes=3, width=4)
-    with pytest.raises(ValueError, match=r"spatial map \[B, C, h, w\]; layer 'fc' outputs shape \[2, 3\]"):
+    said = r"spatial map \[B, C, h, w\], or tokens .*; layer 'fc' outputs shape \[2, 3\]"
+    with pytest.raises(ValueError, match=said):
         method(model, X, 0, layer="fc")
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
 

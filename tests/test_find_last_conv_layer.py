@@ -133,12 +133,55 @@ def test_every_torchvision_cnn(name):
 
 @pytest.mark.parametrize("name", ["vit_b_32"] + [pytest.param(n, marks=ALL_ARCHITECTURES)
                                                   for n in TRANSFORMERS if n != "vit_b_32"])
-def test_vision_transformer_is_a_clear_error(name):
+def test_a_vision_transformer_gets_its_last_blocks_input_norm(name):
     model = build(name)
     model.train()
-    with pytest.raises(ValueError, match="does not pool a spatial map.*token sequences"):
-        find_last_conv_layer(model)
+    side = model.image_size
+    layer = find_last_conv_layer(model, input_size=side)
+    assert layer == f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 1}.ln_1"
     assert model.training and all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_cams_on_a_vision_transformer_lay_the_patch_tokens_out_as_a_grid(tiny_vit):
+    from xai_helpers.core import tokens_to_grid
+    from xai_helpers.methods.cam import score_cam
+
+    # The layout by hand: a class token, then 2 x 2 patches in row-major order, D = 3.
+    tokens = torch.arange(15.0).view(1, 5, 3)
+    grid = tokens_to_grid(tokens)
+    assert grid.shape == (1, 3, 2, 2) and torch.equal(grid[0, :, 1, 0], tokens[0, 3])
+    assert torch.equal(tokens_to_grid(tokens[:, 1:]), grid)                  # no class token: the same grid
+    with pytest.raises(ValueError, match="square"):
+        tokens_to_grid(torch.zeros(1, 6, 3))
+    model = tiny_vit
+    layer = find_last_conv_layer(model, input_size=32)
+    assert layer == "encoder.layers.encoder_layer_1.ln_1"
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ours = grad_cam(model, x, [0, 2], layer=layer, rescale=True)
+    # Grad-CAM by plain autograd on the tokens, laid out here, with the class token dropped
+    kept = {}
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        kept["a"] = out
+
+    handle = resolve_layer(model, layer).register_forward_hook(keep)
+    try:
+        model(x).gather(1, torch.tensor([[0], [2]])).sum().backward()
+    finally:
+        handle.remove()
+    model.zero_grad(set_to_none=True)
+    a, g = (t[:, 1:].transpose(1, 2).reshape(2, 16, 4, 4) for t in (kept["a"].detach(), kept["a"].grad))
+    cam = (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).clamp_min(0)
+    cam = nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    flat = cam.flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    reference = ((flat - low) / (high - low).clamp_min(1e-12)).view_as(cam)
+    assert torch.allclose(ours, reference, atol=1e-5) and float(ours.std()) > 0.05
+    scored = score_cam(model, x, [0, 2], layer=layer)
+    assert scored.shape == (2, 32, 32) and torch.isfinite(scored).all()
+    with pytest.raises(ValueError, match=r"or tokens \[B, N, D\] of a square grid"):
+        grad_cam(model, x, 0, layer="heads.head")                             # [B, 3]: no positions
 
 
 def test_book_models_and_state_safety():

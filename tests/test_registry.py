@@ -217,6 +217,28 @@ def test_every_method_on_torchvision_architectures(arch):
     assert not close(results["deconvnet"], gradient, 1e-2), arch
 
 
+def test_every_method_on_a_vision_transformer_works_or_refuses_clearly(tiny_vit):
+    """A token model: the CAMs explain the last block's input tokens laid out as a grid, the guided rules
+    warn that attention keeps its plain gradient, and LRP and DeepLIFT refuse, naming the attention."""
+    model, x, targets = tiny_vit, torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)), [0, 2]
+    layer = find_last_conv_layer(model, input_size=32)
+    before = snapshot(model)
+    for method in registry.methods():
+        options = dict(method.quick, **({"layer": layer} if method.needs_layer else {}))
+        if method.name == "occlusion":
+            options.update(window=8, stride=8)
+        if method.name in ("lrp", "deeplift"):
+            with pytest.raises(ValueError, match="attention of 'encoder.layers.encoder_layer_0.self_attention'"):
+                registry.attribute(method.name, model, x, targets, **options)
+        elif method.name in ("guided_backprop", "deconvnet", "guided_grad_cam"):
+            with pytest.warns(UserWarning, match=r"gates and attention \(multi_head_attention_forward x2\)"):
+                result = registry.attribute(method.name, model, x, targets, **options)
+        else:
+            result = registry.attribute(method.name, model, x, targets, **options)    # checks the contract
+        assert torch.isfinite(result).all() and to_heatmap(result).shape == (2, 32, 32), method.name
+        assert_untouched(model, before)
+
+
 def test_heatmap_method_binds_options_and_matches_attribute():
     from xai_helpers.models import SmallCNN
 

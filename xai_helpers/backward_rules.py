@@ -36,8 +36,9 @@ Recognised activations (module or functional call, in place or not):
 
 Gates and squashing functions (sigmoid, hard sigmoid, tanh, softmax, as in squeeze-and-excitation
 blocks) are not rectifiers and keep their true derivative under every rule, as in the papers;
-since the map is then the method on the rectifiers only, :func:`relu_rule` warns, naming the gates
-it passed (sigmoid, hard sigmoid and tanh calls; a softmax is not counted).
+the same holds for attention (its softmax, or a fused attention call). Since the map is then the
+method on the rectifiers only, :func:`relu_rule` warns, naming the gates and attention calls it
+passed.
 Any other activation (ELU, SELU, CELU, Mish, PReLU, Softplus, ..., and a Hardtanh whose lower
 limit is not 0) has no defined deconvnet or guided rule: :func:`relu_rule` raises rather than
 silently returning the plain gradient, and it raises too when a forward pass meets no activation
@@ -171,12 +172,14 @@ _UNKNOWN_FUNCTIONS = {
 }
 
 
-# Gates (squeeze-excitation's sigmoid, a tanh) are not rectifiers: no paper defines a deconvnet or guided
-# rule for them, so the plain gradient passes through them and relu_rule says so in a warning.
+# Gates (squeeze-excitation's sigmoid, a tanh) and attention (its softmax) are not rectifiers: no paper
+# defines a deconvnet or guided rule for them, so the plain gradient passes through them and relu_rule
+# says so in a warning.
 _GATE_FUNCTIONS = {
     torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_, F.sigmoid, F.hardsigmoid,
     torch._C._nn.hardsigmoid, torch._C._nn.hardsigmoid_, torch.tanh, torch.tanh_, torch.Tensor.tanh,
-    torch.Tensor.tanh_, F.tanh,
+    torch.Tensor.tanh_, F.tanh, torch.softmax, torch.Tensor.softmax, F.softmax, F.scaled_dot_product_attention,
+    torch._native_multi_head_attention, F.multi_head_attention_forward,
 }
 
 
@@ -436,8 +439,8 @@ def relu_rule(model: nn.Module, backward: str | BackwardRule) -> Iterator[list[s
             gates = ", ".join(f"{n} x{k}" for n, k in sorted(mode.gates.items()))
             warnings.warn(
                 f"the {rule.name!r} rule modified {mode.applied - before} activations of this model but passed the "
-                f"plain gradient through its gates ({gates}, e.g. squeeze-excitation): they are not rectifiers and "
-                "no paper defines the rule for them. The map is the method on the rectifiers only.",
+                f"plain gradient through its gates and attention ({gates}): they are not rectifiers and no paper "
+                "defines the rule for them. The map is the method on the rectifiers only.",
                 UserWarning, stacklevel=2)
 
     handles = [model.register_forward_pre_hook(pre_hook), model.register_forward_hook(post_hook)]

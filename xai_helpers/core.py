@@ -10,6 +10,8 @@
   builds the autograd graph only from that layer to the output (so a gradient costs little more
   than a forward pass); :func:`forward_until` records the outputs (or inputs) of some layers and
   stops the forward pass as soon as it has them all;
+* transformers: :func:`tokens_to_grid` lays a vision transformer's tokens ``[B, N, D]`` out as the
+  map ``[B, D, s, s]`` of their patches, so that CAMs explain them like a convolution's output;
 * :func:`postprocess_maps`: the optional ReLU, bilinear upsampling and min-max rescaling
   (:func:`rescale_maps`);
 * references: :func:`baseline_like` (a method's reference input as a tensor), :func:`score_change`
@@ -22,6 +24,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +41,9 @@ __all__ = [
     "check_logits",
     "check_autograd_available",
     "check_spatial_activation",
+    "token_grid",
+    "tokens_to_grid",
+    "as_map",
     "default_chunk_size",
     "check_chunk_size",
     "in_chunks",
@@ -267,12 +273,47 @@ def in_chunks(
                       for i in range(0, x.shape[0], chunk_size)])
 
 
+def token_grid(n_tokens: int) -> tuple[int, int] | None:
+    """``(side, first)`` when ``n_tokens`` tokens are a square grid of patches, ``side x side``, from
+    token ``first`` on: ``first = 0`` when ``n_tokens`` is a square, ``1`` (a class token in front)
+    when ``n_tokens - 1`` is; ``None`` otherwise."""
+    for first in (0, 1):
+        side = math.isqrt(max(n_tokens - first, 0))
+        if side > 1 and side * side == n_tokens - first:
+            return side, first
+    return None
+
+
+def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """A transformer layer's tokens ``[B, N, D]`` -> a map ``[B, D, s, s]``, as CAMs need.
+
+    The ``N`` tokens are a class token followed by ``s * s`` patch tokens in row-major order (ViT), or
+    the patch tokens alone; the class token is dropped (it has no place in the image). Any other
+    ``N`` raises a ``ValueError``.
+    """
+    grid = token_grid(tokens.shape[1]) if tokens.dim() == 3 else None
+    if grid is None:
+        raise ValueError(f"tokens {list(tokens.shape)} are not [B, N, D] with N or N - 1 a square number of patches")
+    side, first = grid
+    return tokens[:, first:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+def as_map(activation: torch.Tensor) -> torch.Tensor:
+    """A layer's output as the map ``[B, C, h, w]`` CAMs combine: a map as it is, tokens through
+    :func:`tokens_to_grid`."""
+    return tokens_to_grid(activation) if activation.dim() == 3 else activation
+
+
 def check_spatial_activation(activation: torch.Tensor, layer: str) -> None:
-    """Raise a clear error unless ``layer``'s output is a map ``[B, C, h, w]`` with ``h * w > 1`` (CAMs combine it)."""
+    """Raise a clear error unless ``layer``'s output is a map ``[B, C, h, w]`` with ``h * w > 1`` (CAMs
+    combine it), or a transformer's tokens ``[B, N, D]`` that :func:`tokens_to_grid` lays out as one."""
+    if activation.dim() == 3 and token_grid(activation.shape[1]) is not None:
+        return
     if activation.dim() != 4:
         raise ValueError(
-            f"CAM methods need a layer whose output is a spatial map [B, C, h, w]; layer {layer!r} outputs "
-            f"shape {list(activation.shape)}. Pick a convolutional layer, e.g. find_last_conv_layer(model)."
+            f"CAM methods need a layer whose output is a spatial map [B, C, h, w], or tokens [B, N, D] of a square "
+            f"grid of patches (after an optional class token); layer {layer!r} outputs shape "
+            f"{list(activation.shape)}. Pick a convolutional layer, e.g. find_last_conv_layer(model)."
         )
     if activation.shape[-2] * activation.shape[-1] == 1:
         raise ValueError(
@@ -358,10 +399,14 @@ def find_last_conv_layer(
       Fire module's output (dropout, an identity in eval mode, is skipped).
 
     Swin transformers and MaxViT pool a ``[B, C, h, w]`` map too and get an answer (``"permute"``,
-    ``"blocks"``). A model that turns its map into tokens ``[B, N, D]`` after the last spatial tensor
-    (a vision transformer, which classifies a class token) has no such layer: a ``ValueError`` says
-    so. The hooks are removed and the model's mode and ``requires_grad`` flags restored, even after
-    an error.
+    ``"blocks"``). A vision transformer turns its map into tokens ``[B, N, D]`` and classifies the class
+    token, so no layer's output is pooled. Its last block's output reaches the class token only
+    through the class token itself (the rest is per-token), so the patch tokens there get no gradient;
+    the answer is the input norm of the last block (``"encoder.layers.encoder_layer_11.ln_1"`` in
+    torchvision's ViT-B, a module named ``ln_1`` or ``norm1``), whose tokens the last attention mixes
+    into the class token: CAMs lay them out as a grid (:func:`tokens_to_grid`). A token model without
+    such a module gets a ``ValueError``. The hooks are removed and the model's mode and
+    ``requires_grad`` flags restored, even after an error.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
@@ -420,11 +465,16 @@ def find_last_conv_layer(
     pooled = records[last][2]
     tokens = next((r for r in records[last + 1 :] if r[2].dim() == 3), None)
     if tokens is not None:
+        norms = [name for name, _, out, _ in records[last + 1 :] if calls[name] == 1 and out.dim() == 3
+                 and name.rsplit(".", 1)[-1] in ("ln_1", "norm1") and token_grid(out.shape[1]) is not None]
+        if norms:
+            return norms[-1]
         raise ValueError(
             f"this model's classifier does not pool a spatial map: after {records[last][0]!r} "
             f"{list(pooled.shape)} it works on token sequences ({tokens[0]!r} outputs {list(tokens[2].shape)}), "
-            "as a vision transformer does. CAM methods need a [B, C, h, w] map that the classifier pools; "
-            "explain this model with a gradient or perturbation method instead."
+            "as a vision transformer does, and no block's input norm (ln_1, norm1) holds a square grid of "
+            "patch tokens. Pass the layer to explain (its tokens [B, N, D] must be N or N - 1 = a square "
+            "number of patches), or explain this model with a gradient or perturbation method."
         )
     same = [i for i, (name, _, out, _) in enumerate(records) if calls[name] == 1 and _same_tensor(out, pooled)]
     n_outputs = logits.shape[-1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None

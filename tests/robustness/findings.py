@@ -316,7 +316,7 @@ def localisation(seed: int) -> Claims:
     tolerant = {name: pointing_game(m, masks, tolerance=4).float().mean() for name, m in maps.items()}
     gain = {name: float(tolerant[name] - hits[name].mean()) for name in maps}
     claims["saliency gain"] = above(gain["saliency"], 0.2)
-    claims["saliency tolerant"] = above(tolerant["saliency"], 0.85)
+    claims["saliency tolerant"] = above(tolerant["saliency"], 0.8)
     for c in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "layer_cam", "guided_backprop", "guided_grad_cam"]:
         claims[f"{c} tolerant"] = above(tolerant[c], 0.9)
     claims["IG strict pointing"] = above(hits["integrated_gradients"].mean(), 0.7)

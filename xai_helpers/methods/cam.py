@@ -23,6 +23,7 @@ from torch import nn
 
 from ..core import (
     Target,
+    as_map,
     as_targets,
     capture_activation,
     check_autograd_available,
@@ -51,8 +52,9 @@ def activations_and_gradients(
     """Activations ``A [B, K, h, w]`` of ``layer``, gradients ``dy^c/dA [B, K, h, w]``, logits ``[B, N]``.
 
     Autograd records only the part of the model after ``layer``, so no parameter gets a ``.grad`` and
-    the cost is about one forward pass. The model's mode and flags are restored, and the hook removed,
-    even if the model raises.
+    the cost is about one forward pass. A transformer layer's tokens ``[B, N, D]`` become the map
+    ``[B, D, s, s]`` of their patches (:func:`~xai_helpers.core.tokens_to_grid`), gradients alike. The
+    model's mode and flags are restored, and the hook removed, even if the model raises.
     """
     check_images(x)
     check_autograd_available("activations_and_gradients")
@@ -70,7 +72,7 @@ def activations_and_gradients(
         (gradients,) = torch.autograd.grad(scores, capture.output, torch.ones_like(scores), allow_unused=True)
     if gradients is None:
         raise RuntimeError(f"the target scores do not depend on layer {capture.layer!r}")
-    return capture.output.detach(), gradients, logits.detach()
+    return as_map(capture.output.detach()), as_map(gradients), logits.detach()
 
 
 def gradient_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, combine: Combine,
@@ -190,7 +192,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
         with capture_activation(model, layer, graph_from_layer=False, spatial=True) as capture:
             logits = check_logits(model(x))
         targets = as_targets(target, x.shape[0], logits.shape[1], device=x.device)
-        activations = capture.output                                                # [B, K, h, w]
+        activations = as_map(capture.output)                                        # [B, K, h, w]
 
         def score(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:    # [n, 3, H, W] -> [n]
             out = model(images)

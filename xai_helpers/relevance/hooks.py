@@ -81,6 +81,14 @@ def check_propagatable(model: nn.Module, allow: tuple[type, ...] = ()) -> None:
     ``F.relu``) cannot be seen; additions and ReLUs are handled correctly by their gradient.
     """
     known = LINEAR + POOLS + ACTIVATIONS + BATCHNORMS + GRADIENT_PASS + _preprocessing_types() + tuple(allow)
+    attention = next((n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)), None)
+    if attention is not None and nn.MultiheadAttention not in allow:
+        raise ValueError(
+            f"cannot propagate relevance through the attention of {attention!r} (MultiheadAttention): the "
+            "relevance rules here are for convolutional networks (Conv2d, Linear, pooling, batch norm, ReLU-like "
+            "activations), and attention and LayerNorm need rules of their own (Ali et al. 2022, AttnLRP). "
+            "Explain a transformer with a gradient method or a CAM on its tokens (grad_cam(..., layer="
+            "find_last_conv_layer(model))).")
     for name, m in model.named_modules():
         own_params = [p for p, _ in m.named_parameters(recurse=False)]
         if isinstance(m, known) or (isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) and not own_params):
