@@ -239,6 +239,64 @@ def test_every_method_on_a_vision_transformer_works_or_refuses_clearly(tiny_vit)
         assert_untouched(model, before)
 
 
+def test_a_function_of_the_output_is_a_target_for_every_method():
+    """A callable target is the same as the class index it reads, for every method (those that explain a
+    probability compared on the logit: a ScoreOutput's one score has no softmax); a sum of labels
+    explains the sum (the gradient is linear); a direct call names the fix."""
+    from xai_helpers.core import ScoreOutput
+    from xai_helpers.methods.gradients import saliency
+    from xai_helpers.models import SmallCNN
+
+    torch.manual_seed(0)
+    model, x = SmallCNN(num_classes=3, width=4).eval(), torch.rand(2, 3, 16, 16)
+    for method in registry.methods():
+        options = dict(method.quick, **({"layer": "relu2"} if method.needs_layer else {}))
+        if method.name == "occlusion":
+            options.update(window=8, stride=8)
+        if "score" in inspect.signature(method.function).parameters:
+            options["score"] = "logit"
+        if method.name == "score_cam":
+            options["weighting"] = "softmax"
+        results = []
+        for target in (1, lambda out: out[:, 1]):
+            torch.manual_seed(0)                     # the random methods draw the same noise and masks
+            results.append(registry.attribute(method.name, model, x, target, **options))
+        assert torch.allclose(results[0], results[1], atol=1e-6), method.name
+    # Score-CAM's default weighting reads a probability: for a score, the score (a softmax of it would be 1)
+    by_score = registry.attribute("score_cam", model, x, lambda out: out[:, 1], layer="relu2")
+    assert torch.allclose(by_score, registry.attribute("score_cam", model, x, lambda out: out[:, 1], layer="relu2",
+                                                       weighting="increase")) and float(by_score.amax()) > 0
+    both = registry.attribute("saliency", model, x, lambda out: out[:, [0, 2]].sum(1))
+    assert torch.allclose(both, saliency(model, x, 0) + saliency(model, x, 2), atol=1e-6)
+    with pytest.raises(TypeError, match=r"ScoreOutput\(model, function\) as the model and 0"):
+        saliency(model, x, lambda out: out[:, 1])
+    with pytest.raises(ValueError, match=r"one score per image, shape \[2\]; got \[2, 3\]"):
+        registry.attribute("saliency", model, x, lambda out: out)
+    assert isinstance(ScoreOutput(model, lambda out: out[:, 0]).model, SmallCNN)
+
+
+def test_a_segmentation_models_class_over_a_region():
+    """torchvision's FCN (random weights): the score is class 1's logits summed over a region; saliency
+    is its gradient, computed here by plain autograd, and Grad-CAM explains the backbone's last block."""
+    torch.manual_seed(0)
+    model = torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=3,
+                                                         aux_loss=False).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    region = torch.zeros(64, 64)
+    region[16:40, 20:44] = 1
+
+    def class_in_region(out):
+        return (out["out"][:, 1] * region).sum((1, 2))
+
+    ours = registry.attribute("saliency", model, x, class_in_region)
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(class_in_region(model(leaf)).sum(), leaf)
+    assert torch.allclose(ours, expected, atol=1e-5 * float(expected.abs().max()))
+    cam = registry.attribute("grad_cam", model, x, class_in_region, layer="backbone.layer4")
+    assert cam.shape == (1, 64, 64) and torch.isfinite(cam).all() and float(cam.max()) > 0
+    assert all(not m._forward_hooks for m in model.modules()) and not model.training
+
+
 def test_heatmap_method_binds_options_and_matches_attribute():
     from xai_helpers.models import SmallCNN
 

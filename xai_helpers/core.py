@@ -3,6 +3,8 @@
 * input checks: :func:`check_images`, :func:`as_targets`, :func:`check_logits`,
   :func:`check_autograd_available`, :func:`check_spatial_activation` (clear errors that name the fix);
 * :class:`SelectOutput`: wraps a model that returns a tuple or a dict, so that it returns the logits;
+  :class:`ScoreOutput` wraps a model with a function of its output (several labels, a region of a
+  segmentation map), so that every method explains that one number;
 * layers: :func:`resolve_layer` (a module or a dotted name), :func:`find_last_conv_layer`;
 * model state: :func:`explaining` puts a model in eval mode and freezes its parameters for the
   duration of an explanation, then restores the mode and every ``requires_grad`` flag;
@@ -30,6 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +51,8 @@ __all__ = [
     "check_chunk_size",
     "in_chunks",
     "SelectOutput",
+    "ScoreOutput",
+    "probabilities",
     "select_scores",
     "resolve_layer",
     "layer_name",
@@ -128,6 +133,11 @@ def as_targets(target: Target, batch_size: int, num_classes: int | None = None, 
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError(f"every target must be an int class index, got {list(target)!r}")
         targets = torch.tensor([int(t) for t in target], dtype=torch.long)
+    elif callable(target):
+        raise TypeError(
+            "a function as target (a score of the model's output) is taken by xai_helpers.registry.attribute, "
+            "which wraps the model in ScoreOutput(model, function) and explains its one output; calling a method "
+            "directly, pass ScoreOutput(model, function) as the model and 0 as the target")
     else:
         raise TypeError(f"target must be an int, a sequence of ints or a LongTensor, got {type(target).__name__}")
     if targets.numel() != batch_size:
@@ -200,6 +210,42 @@ class SelectOutput(nn.Module):
             return output[self.key]
         except (KeyError, IndexError, AttributeError, TypeError) as err:
             raise KeyError(f"the model's {type(output).__name__} output has no entry {self.key!r}") from err
+
+
+class ScoreOutput(nn.Module):
+    """``model`` scored by a function of its output: ``ScoreOutput(model, score)(x) = score(model(x))[:, None]``.
+
+    ``score(output) -> [n]`` turns whatever the model returns (logits ``[n, K]``, a segmentation
+    model's ``{"out": [n, K, H, W]}``, ...) into one number per image; the wrapper returns it as the
+    only "class", so every method explains it with target ``0``. Examples: several labels at once
+    (``lambda out: out[:, [3, 7]].sum(1)``), a class's score over a region of a segmentation map
+    (``lambda out: (out["out"][:, c] * region).sum((1, 2))``). The function must score each row of
+    the output from that row alone: methods run many copies of an image (noisy, masked, along a path)
+    in one batch. A method that explains the target's softmax probability (Score-CAM's default
+    weighting, RISE, LIME and Kernel SHAP by default) explains the score itself: a softmax over one
+    output is always 1 (:func:`probabilities`). :func:`xai_helpers.registry.attribute` wraps the
+    model this way when the target is a callable. The wrapped model's layers are named
+    ``"model.<name>"``.
+    """
+
+    def __init__(self, model: nn.Module, score: Callable[[Any], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.score = score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.score(self.model(x))
+        if not isinstance(scores, torch.Tensor) or scores.shape not in ((x.shape[0],), (x.shape[0], 1)):
+            got = list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"a target function must return one score per image, shape [{x.shape[0]}]; got {got}")
+        return scores.reshape(-1, 1)
+
+
+def probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """The softmax over the classes of ``logits [B, K]``, for the methods that explain a probability;
+    for a :class:`ScoreOutput` model, whose one output is a score and has no classes to share a
+    probability with, the score itself."""
+    return logits if isinstance(model, ScoreOutput) else logits.softmax(1)
 
 
 def check_autograd_available(method: str = "this method") -> None:

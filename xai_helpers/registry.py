@@ -185,10 +185,15 @@ def attribute(
 ) -> torch.Tensor:
     """Run the method registered as ``name`` under the calling convention and output contract.
 
-    ``heatmap=True`` post-processes the result with :func:`xai_helpers.display.to_heatmap`
-    (``[B, H, W]`` in ``[0, 1]``); otherwise the raw result of the contract is returned.
+    ``target``: a class index per image (an int, ``B`` ints or a LongTensor ``[B]``), or a function
+    ``score(output) -> [B]`` of the model's output (several labels, a segmentation model's class over
+    a region): the model is then wrapped in :class:`~xai_helpers.core.ScoreOutput` and its one output
+    explained, by every method and under every option (the function must score each row of the
+    output from that row alone). ``heatmap=True`` post-processes the result with
+    :func:`xai_helpers.display.to_heatmap` (``[B, H, W]`` in ``[0, 1]``); otherwise the raw result of
+    the contract is returned.
     """
-    from .core import check_images
+    from .core import ScoreOutput, check_images, resolve_layer
     from .display import to_heatmap
 
     method = get(name)
@@ -206,6 +211,10 @@ def attribute(
         options["layer"] = layer
     elif layer is not None:
         raise TypeError(f"{name} takes no layer (it explains the input directly); drop layer={layer!r}")
+    if callable(target) and not isinstance(target, torch.Tensor):
+        if method.needs_layer:      # the layer's name is the model's; the module is found inside the wrapper too
+            options["layer"] = resolve_layer(model, options["layer"])
+        model, target = ScoreOutput(model, target), 0
     result = check_contract(method, x, method.function(model, x, target, **options))
     return to_heatmap(result) if heatmap else result
 

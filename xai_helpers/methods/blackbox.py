@@ -46,7 +46,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Target, as_targets, baseline_like, check_images, check_logits, default_chunk_size, explaining
+from ..core import (
+    Target,
+    as_targets,
+    baseline_like,
+    check_images,
+    check_logits,
+    default_chunk_size,
+    explaining,
+    probabilities,
+)
 from ..registry import register
 
 __all__ = [
@@ -98,7 +107,7 @@ def _target_scores(model: nn.Module, images: torch.Tensor, target: int, score: s
     """The target's probability or logit for each of ``images [n, C, H, W]``: ``[n]`` in float64."""
     logits = check_logits(model(images))  # [n, N]; a tuple or a dict: a clear error
     targets = as_targets(target, logits.shape[0], logits.shape[1], device=logits.device)  # range checked
-    values = logits.softmax(1) if score == "probability" else logits
+    values = probabilities(model, logits) if score == "probability" else logits   # a ScoreOutput: the score
     return values.gather(1, targets[:, None])[:, 0].double()
 
 

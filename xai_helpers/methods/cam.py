@@ -32,6 +32,7 @@ from ..core import (
     check_logits,
     explaining,
     postprocess_maps,
+    probabilities,
     select_scores,
 )
 from ..registry import register
@@ -196,7 +197,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
 
         def score(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:    # [n, 3, H, W] -> [n]
             out = model(images)
-            out = out.softmax(1) if weighting == "increase" else out  # probability, or the logit
+            out = probabilities(model, out) if weighting == "increase" else out  # probability, or the logit
             return out.gather(1, classes[:, None])[:, 0]
 
         weights = torch.empty(activations.shape[:2], dtype=logits.dtype, device=x.device)  # [B, K]
