@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from model_state import assert_untouched, snapshot
 from torch import nn
 
 from xai_helpers import registry
@@ -69,24 +70,6 @@ def linear_closed_form(
         contribution = (model.weight[target].view_as(x) * (x - reference)).sum(0)  # [H, W]
     m = int(segments.max()) + 1
     return torch.zeros(m, dtype=DTYPE).index_add_(0, segments.flatten(), contribution.flatten().double())
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict) -> None:
-    after = model.state_dict()
-    assert all(torch.equal(before["state"][k], after[k]) for k in after)
-    assert [m.training for m in model.modules()] == before["training"]
-    assert [p.requires_grad for p in model.parameters()] == before["requires_grad"]
-    assert all(p.grad is None for p in model.parameters())
-    for m in model.modules():
-        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks), type(m).__name__
 
 
 @pytest.fixture(scope="module")

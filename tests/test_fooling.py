@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_state import assert_untouched, snapshot
 from torch import nn
 
 from xai_helpers.data import make_shapes
@@ -35,26 +36,6 @@ from xai_helpers.models import SmallCNN
 from xai_helpers.training import accuracy, train_small_cnn
 
 DTYPE = torch.float64
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "types": [type(m) for m in model.modules()],
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict) -> None:
-    after = model.state_dict()
-    assert all(torch.equal(before["state"][k], after[k]) for k in after)
-    assert [m.training for m in model.modules()] == before["training"]
-    assert [p.requires_grad for p in model.parameters()] == before["requires_grad"]
-    assert [type(m) for m in model.modules()] == before["types"]
-    assert all(p.grad is None for p in model.parameters())
-    for m in model.modules():
-        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks), type(m).__name__
 
 
 class Linear(nn.Module):

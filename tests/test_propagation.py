@@ -4,6 +4,7 @@ summation-to-delta, and state safety."""
 import pytest
 import torch
 import torch.nn.functional as F
+from model_state import assert_untouched, snapshot
 from torch import nn
 
 from xai_helpers.core import completeness_error
@@ -401,31 +402,13 @@ def test_gradient_x_input_is_one_step_integrated_gradients_and_the_dense_jacobia
 # ------------------------------------------------------------------------------------------------
 # The model is left as it was
 # ------------------------------------------------------------------------------------------------
-def snapshot(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            [type(getattr(m, "bias", None)) for m in model.modules()])
-
-
-def assert_same(model, snap):
-    state, modes, flags, biases = snap
-    now = model.state_dict()
-    assert list(now) == list(state)
-    assert all(torch.equal(now[k], state[k]) for k in state)
-    assert [m.training for m in model.modules()] == modes
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert [type(getattr(m, "bias", None)) for m in model.modules()] == biases
-    for m in model.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-
-
 @pytest.mark.parametrize("method", [lrp, deeplift, gradient_x_input])
 def test_model_is_left_exactly_as_it_was(method):
     model = tiny().train()
     model.fc.weight.requires_grad_(False)
     snap = snapshot(model)
     method(model, image(), 0)
-    assert_same(model, snap)
+    assert_untouched(model, snap)
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -435,10 +418,10 @@ def test_model_is_restored_after_an_error(method):
     snap = snapshot(model)
     with pytest.raises(ValueError, match="out of range"):
         method(model, image(), 7)                         # fails after the forward pass
-    assert_same(model, snap)
+    assert_untouched(model, snap)
     with pytest.raises(RuntimeError):
         method(model, torch.rand(1, 4, 5, 5, dtype=torch.float64), 0)          # fails inside the forward pass
-    assert_same(model, snap)
+    assert_untouched(model, snap)
 
 
 def test_merge_batchnorm_keeps_the_function_and_restores_exactly():
@@ -452,7 +435,7 @@ def test_merge_batchnorm_keeps_the_function_and_restores_exactly():
         assert model.dw[0].bias is not None and model.dw[0].weight is not weights[2]
         t = torch.randn(1, 4, 2, 2, dtype=torch.float64)
         assert model.dw[1](t) is t                         # the batch norm is skipped
-    assert_same(model, snap)
+    assert_untouched(model, snap)
     assert model.dw[0].bias is None and "forward" not in model.dw[1].__dict__
     assert all(p is q for p, q in zip(model.parameters(), weights))
     assert torch.equal(model(x), before)
@@ -536,7 +519,7 @@ def test_efficientnet_lite0(lite0):
     assert abs(completeness_error(lite0, x, 285, D).item()) < 1e-3
     R = lrp(lite0, x, 285)
     assert R.shape == x.shape and torch.isfinite(R).all()
-    assert_same(lite0, snap)
+    assert_untouched(lite0, snap)
 
 
 # ------------------------------------------------------------------------------------------------

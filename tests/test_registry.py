@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torchvision
+from model_state import assert_untouched, snapshot
 from torch import nn
 
 from xai_helpers import registry
@@ -48,25 +49,6 @@ def build(name: str) -> tuple[nn.Module, str]:
                     module.layer_scale.fill_(1.0)
         _MODELS[name] = model, find_last_conv_layer(model, input_size=64)
     return _MODELS[name]
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict) -> None:
-    after = model.state_dict()
-    assert before["state"].keys() == after.keys()
-    assert all(torch.equal(before["state"][k], after[k]) for k in after)
-    assert [m.training for m in model.modules()] == before["training"]
-    assert [p.requires_grad for p in model.parameters()] == before["requires_grad"]
-    assert all(p.grad is None for p in model.parameters())
-    for m in model.modules():
-        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks), type(m).__name__
 
 
 def test_registry_knows_every_method_once_with_its_facts():
