@@ -399,7 +399,7 @@ def shortcut(seed: int) -> Claims:
             "fixed / biased energy": above(f["energy"] / b["energy"], 2.0),
             "fixed energy / object share": above(f["energy"] / object_share, 2.0),
             "fixed - biased peak": above(f["peak"] - b["peak"], 0.3),
-            "partly: with cue": above(p["cued"], 0.95), "partly: without cue": above(p["clean"], 0.65),
+            "partly: with cue": above(p["cued"], 0.95), "partly: without cue": above(p["clean"], 0.6),
             "fixed - partly, without cue": above(f["clean"] - p["clean"], 0.0),
             "partly energy / object share": above(p["energy"] / object_share, 2.0),
             "partly / biased energy": above(p["energy"] / b["energy"], 2.0)}
