@@ -117,7 +117,10 @@ def test_completeness_is_defined_for_integrated_gradients_and_measured_against_i
     with torch.no_grad():
         gap = (model(x) - model(torch.zeros_like(x))).gather(1, targets[:, None])[:, 0]
     expected = ((ig.flatten(1).sum(1) - gap).abs() / gap.abs()).mean()
-    assert report.cells["Integrated Gradients", "completeness"].value == pytest.approx(float(expected), rel=1e-4)
+    # The error is a small difference of float32 sums, and the report runs one image at a time: on
+    # another CPU (ATEN_CPU_CAPABILITY=default) the two differ by about 1e-5 in this relative error.
+    assert report.cells["Integrated Gradients", "completeness"].value == pytest.approx(float(expected), abs=1e-4)
+    assert float(expected) > 0.01           # and the error is not itself within that tolerance of 0
 
 
 def test_verdict_rules_pass_fail_undecided():
