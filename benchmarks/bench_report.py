@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_report.py [--images 64] [--size 64] [--methods gr
 [--device cpu|cuda]`` (``--methods``: registry names; default every registered method).
 
 It writes ``--images`` shape pictures (:func:`xai_helpers.testbeds.shape_set`) as PNG files, trains
-a ``SmallCNN`` on other shapes once and saves it as TorchScript, then runs ``python -m
+a ``SmallCNN`` on other shapes once and saves its weights with a ``module:function`` that loads
+them (a TorchScript file would hide the layers the CAMs need), then runs ``python -m
 xai_helpers.report`` on the folder once per method, alone and under ``torchrun --nproc-per-node
 2`` (gloo on a CPU, NCCL on GPUs), with every check that needs no masks. The time is the command's
 wall-clock time, start-up, model loading, merging and writing the report included, as a user meets
@@ -31,7 +32,7 @@ from xai_helpers.training import train_small_cnn
 
 
 def prepare(folder: Path, n: int, size: int) -> Path:
-    """``n`` PNG images in ``folder / "images"`` and a traced SmallCNN in ``folder / "model.pt"``."""
+    """``n`` PNG images in ``folder / "images"``, a trained SmallCNN's weights and ``bench_model.build``."""
     images = folder / "images"
     images.mkdir(parents=True)
     pictures = shape_set(n, seed=1, size=size).images                     # [n, 3, size, size] in [0, 1]
@@ -40,17 +41,23 @@ def prepare(folder: Path, n: int, size: int) -> Path:
         Image.fromarray(array).save(images / f"shape{i:04d}.png")
     training = shape_set(600, seed=11, size=size)
     model = train_small_cnn(training.images, training.labels, epochs=6, num_classes=3, seed=0).eval()
-    torch.jit.trace(model, pictures[:1]).save(str(folder / "model.pt"))
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "bench_model.py").write_text(
+        "import torch\nfrom xai_helpers.models import SmallCNN\n\n\ndef build():\n"
+        "    model = SmallCNN(num_classes=3, width=16)\n"
+        f"    model.load_state_dict(torch.load({str(folder / 'weights.pt')!r}, weights_only=True))\n"
+        "    return model.eval()\n")
     return images
 
 
 def run(folder: Path, method: str, processes: int, size: int, device: str) -> float:
     """Wall-clock seconds of one run of the command on ``folder / "images"`` with ``method`` only."""
     cores = os.cpu_count() or 1
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // processes)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // processes)),
+               PYTHONPATH=os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
     tag = f"{method}-{processes}"
-    command = ["-m", "xai_helpers.report", "--model", str(folder / "model.pt"), "--images", str(folder / "images"),
+    command = ["-m", "xai_helpers.report", "--model", "bench_model:build", "--images", str(folder / "images"),
                "--size", str(size), "--methods", method, "--out", str(folder / f"{tag}.json"),
                "--workdir", str(folder / f"{tag}.run"), "--device", device, "--no-progress"]
     if processes > 1:
