@@ -196,6 +196,17 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
     check_list = [get_check(c) for c in args.checks.split(",") if c] or [c for c in checks() if not c.needs_mask]
     targets: dict[str, int] = {}  # filled as each image is read
 
+    def target_of(image_id: str, x: torch.Tensor) -> int:
+        """The image's label from the CSV (checked), or the model's prediction."""
+        if labels is None:
+            with torch.no_grad():
+                return int(model(x).argmax(1))
+        if image_id not in labels:
+            raise KeyError(f"no label for {image_id!r} in {args.targets}")
+        if not 0 <= labels[image_id] < num_classes:
+            raise ValueError(f"label {labels[image_id]} is out of range: the model has {num_classes} classes")
+        return labels[image_id]
+
     def images() -> Iterator[tuple[str, torch.Tensor | Exception]]:
         for image_id, path in mine:
             if all((image_id, m.title, c.name) in skip for m in methods for c in check_list):
@@ -203,17 +214,7 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
             try:
                 x, note = read_image(path, args.size)
                 x = x.to(device)
-                if labels is None:
-                    with torch.no_grad():
-                        targets[image_id] = int(model(x).argmax(1))
-                else:
-                    if image_id not in labels:
-                        raise KeyError(f"no label for {image_id!r} in {args.targets}")
-                    if not 0 <= labels[image_id] < num_classes:
-                        raise ValueError(
-                            f"label {labels[image_id]} is out of range: the model has {num_classes} classes"
-                        )
-                    targets[image_id] = labels[image_id]
+                targets[image_id] = target_of(image_id, x)
                 if note:
                     store.note_image(image_id, "ok", note)
                 yield image_id, x
@@ -257,14 +258,8 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
         shown = [(i, p) for i, p in zip(ids, paths) if statuses.get(i, ("ok", ""))[0] == "ok"]
         items = []
         for image_id, path in shown[: max(0, args.thumbnails)]:
-            x, _ = read_image(path, args.size)
-            x = x.to(device)
-            if labels is not None:
-                target = labels[image_id]
-            else:
-                with torch.no_grad():
-                    target = int(model(x).argmax(1))
-            items.append((image_id, x, target))
+            x = read_image(path, args.size)[0].to(device)
+            items.append((image_id, x, target_of(image_id, x)))
         add_thumbnails(report, model, methods, items, seed=args.seed)
         report.save(args.out)
     if distributed:
