@@ -1,7 +1,8 @@
 """Images per second of the trust-report command, per method, with 1 and with 2 processes.
 
 Run: ``python benchmarks/bench_report.py [--images 64] [--size 64] [--methods grad_cam,saliency,...]
-[--device cpu|cuda]`` (``--methods``: registry names; default every registered method).
+[--device cpu|cuda]`` (``--methods``: registry names; default the report's default methods,
+:func:`xai_helpers.report.default_methods`).
 
 It writes ``--images`` shape pictures (:func:`xai_helpers.testbeds.shape_set`) as PNG files, trains
 a ``SmallCNN`` on other shapes once and saves its weights with a ``module:function`` that loads
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xai_helpers import registry
+from xai_helpers.report import default_methods
 from xai_helpers.testbeds import shape_set
 from xai_helpers.training import train_small_cnn
 
@@ -74,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--methods", default=",".join(m.name for m in registry.methods()))
+    parser.add_argument("--methods", default=",".join(default_methods()))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {os.cpu_count()} cores"

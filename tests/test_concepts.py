@@ -343,3 +343,94 @@ def test_dissection_errors():
         C.unit_iou(torch.rand(2, 3, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="one per image"):
         C.unit_iou(torch.rand(2, 3, 4, 4), torch.zeros(3, 4, 4, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------- concept relevance propagation
+
+
+def _small_cnn(seed: int = 0) -> nn.Module:
+    from xai_helpers.models import SmallCNN
+
+    torch.manual_seed(seed)
+    model = SmallCNN(num_classes=3, width=4).eval()
+    with torch.no_grad():  # batch-norm statistics away from the identity, so the canonizer matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_concept_relevance_over_every_channel_sums_to_the_lrp_map():
+    from model_state import assert_untouched, snapshot
+
+    from xai_helpers.methods.propagation import lrp
+
+    model, x = _small_cnn(), torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    before = snapshot(model)
+    k = model.conv2.out_channels
+    parts = torch.stack([C.concept_relevance(model, x, 1, layer="relu2", channels=c) for c in range(k)])
+    whole = lrp(model, x, 1)
+    assert torch.allclose(parts.sum(0), whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()))
+    # a set of channels is the sum of its members, and one channel per image picks that image's map
+    pair = C.concept_relevance(model, x, 1, layer="relu2", channels=[0, 2])
+    assert torch.allclose(pair, parts[0] + parts[2], rtol=1e-4, atol=1e-7)
+    per_image = C.concept_relevance(model, x, 1, layer="relu2", channels=torch.tensor([0, 3, 1]))
+    assert torch.allclose(per_image, torch.stack([parts[0][0], parts[3][1], parts[1][2]]), rtol=1e-4, atol=1e-7)
+    assert_untouched(model, before)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class TwoHalves(nn.Module):
+    """Two channels: channel 0 sees only the left half of the image, channel 1 only the right half;
+    the logit is their sum. No biases, so LRP-0 conserves relevance exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, bias=False)
+        self.relu = nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.relu(self.conv(x))  # [B, 2, H, W]
+        w = x.shape[-1] // 2
+        return (a[:, 0, :, :w].sum((1, 2)) + a[:, 1, :, w:].sum((1, 2)))[:, None]
+
+
+def test_concept_relevance_of_a_channel_lies_where_that_channel_reads_and_conserves_its_share():
+    from xai_helpers.relevance.composites import uniform
+    from xai_helpers.relevance.rules import ZeroRule
+
+    model, x = TwoHalves().eval(), torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0)) + 0.1
+    lrp0 = uniform(ZeroRule())
+    shares = C.channel_relevance(model, x, 0, "relu", composite=lrp0)  # [B, 2]
+    expected = torch.stack([x[..., :3].sum((1, 2, 3)), 2 * x[..., 3:].sum((1, 2, 3))], 1)  # closed form
+    assert torch.allclose(shares, expected, rtol=1e-5)
+    left = C.concept_relevance(model, x, 0, layer="relu", channels=0, composite=lrp0)
+    right = C.concept_relevance(model, x, 0, layer="relu", channels=1, composite=lrp0)
+    assert torch.equal(left[..., 3:], torch.zeros_like(left[..., 3:])) and torch.allclose(left[..., :3], x[..., :3])
+    assert torch.equal(right[..., :3], torch.zeros_like(right[..., :3]))
+    assert torch.allclose(right.sum((1, 2, 3)), shares[:, 1], rtol=1e-5)
+
+
+def test_concept_relevance_errors_name_the_fix_and_leave_no_hook():
+    model, x = _small_cnn(), torch.rand(2, 3, 16, 16)
+    k = model.conv2.out_channels
+    with pytest.raises(ValueError, match=rf"indices in \[0, {k}\)"):
+        C.concept_relevance(model, x, 0, layer="relu2", channels=k)
+    with pytest.raises(ValueError, match="no layer named"):
+        C.concept_relevance(model, x, 0, layer="relu9", channels=0)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_unit_masks_upsample_bilinearly_then_threshold():
+    a = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]], [[[3.0, 2.0], [1.0, 0.0]]]])  # [2, 1, 2, 2]
+    masks = C.unit_masks(a, torch.tensor([1.5]), (4, 4))
+    up = F.interpolate(a, size=(4, 4), mode="bilinear", align_corners=False)
+    assert masks.dtype == torch.bool and masks.shape == (2, 1, 4, 4)
+    # bilinear upsampling by hand: rows 0.25 apart in value along x, 0.5 along y, from 0 to 3
+    expected = torch.tensor([[0, 0, 0.0, 0], [0, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]]).bool()
+    assert torch.equal(masks[0, 0], expected) and torch.equal(masks[1, 0], expected.flip(0, 1))
+    assert torch.equal(masks, up >= 1.5)
+    assert torch.equal(C.unit_masks(a, torch.tensor([2.0]), (2, 2)), a >= 2.0)  # same size: no resampling

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from xai_helpers import registry
 from xai_helpers.models import Normalize, SmallCNN
-from xai_helpers.report import trust_report
+from xai_helpers.report import report_methods, trust_report
 from xai_helpers.report.checks import cascade_layers, get_check, image_seed
 from xai_helpers.report.store import ResultStore, Row, merge
 from xai_helpers.stats import t_interval
@@ -121,6 +122,17 @@ def test_completeness_is_defined_for_integrated_gradients_and_measured_against_i
     # another CPU (ATEN_CPU_CAPABILITY=default) the two differ by about 1e-5 in this relative error.
     assert report.cells["Integrated Gradients", "completeness"].value == pytest.approx(float(expected), abs=1e-4)
     assert float(expected) > 0.01           # and the error is not itself within that tolerance of 0
+
+
+def test_the_default_methods_leave_out_the_model_agnostic_ones_and_all_brings_them_in():
+    model = small_model()
+    names = {m.name for m in registry.methods()}
+    costly = {m.name for m in registry.methods(family="blackbox")}
+    assert costly and costly < names
+    assert {m.name for m in report_methods(model, None, image_size=32)} == names - costly
+    assert {m.name for m in report_methods(model, "all", image_size=32)} == names
+    with pytest.raises(ValueError, match="'all'"):
+        report_methods(model, "every", image_size=32)
 
 
 def test_verdict_rules_pass_fail_undecided():

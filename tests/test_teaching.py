@@ -170,7 +170,7 @@ def test_week_plan_names_only_existing_chapters_once():
 def test_week_plan_checker_catches_a_missing_chapter():
     plan = page("teaching")
     weeks = week_plan(plan)
-    assert len(weeks) == 9, weeks   # seven weeks and the optional 6b and 7b
+    assert len(weeks) == 10, weeks   # seven weeks and the optional 6b, 7b and 7c
     without = plan.replace("{doc}`09_grad_cam`", "Grad-CAM")
     assert missing_from_plan(toc_chapters(toc()), week_plan(without)) == ["09_grad_cam"]
     extra = {"parts": [{"chapters": [{"file": "99_new_chapter"}]}]}

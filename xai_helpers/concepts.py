@@ -31,6 +31,11 @@ pasted into photos. :func:`dissect` runs the model and names each unit's best co
 Activations and gradients are taken with the shared hooks of :mod:`xai_helpers.core`: the model is
 in eval mode with frozen parameters for the duration, every hook is removed even after an error,
 and a gradient is taken only from the layer to the output.
+
+**Concept relevance propagation** (Achtibat et al. 2023). LRP tells how much relevance reaches each
+channel of a layer (:func:`channel_relevance`); keeping it in one channel (or a set of channels: a
+concept) and propagating only that part on to the pixels tells *where* in the image that concept
+matters for the class (:func:`concept_relevance`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from .core import (
     layer_name,
     select_scores,
 )
+from .relevance.composites import Composite
 from .stats import Interval, holm, t_interval
 
 __all__ = [
@@ -75,8 +81,11 @@ __all__ = [
     "unit_thresholds",
     "unit_iou",
     "unit_iou_table",
+    "unit_masks",
     "DissectionResult",
     "dissect",
+    "channel_relevance",
+    "concept_relevance",
 ]
 
 Layer = nn.Module | str
@@ -671,11 +680,9 @@ def unit_iou_table(
     for i in range(0, n, images_per_step):
         chunk_masks = [m[i : i + images_per_step].float() for m in masks]
         for k in range(0, k_units, units_per_step):
-            a = activations[i : i + images_per_step, k : k + units_per_step]
-            a = a if a.is_floating_point() else a.float()
-            if tuple(a.shape[-2:]) != size:
-                a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-            on = (a >= t[k : k + units_per_step].to(a.dtype).view(1, -1, 1, 1)).float()  # [n, k, H, W]
+            on = unit_masks(
+                activations[i : i + images_per_step, k : k + units_per_step], t[k : k + units_per_step], size
+            ).float()  # [n, k, H, W]
             unit_area[k : k + units_per_step] += on.sum((0, 2, 3)).double()
             for c, m in enumerate(chunk_masks):
                 intersection[c, k : k + units_per_step] += torch.einsum("nkhw,nhw->k", on, m).double()
@@ -685,6 +692,15 @@ def unit_iou_table(
     constant = activations.amax(dim=(0, 2, 3)) == activations.amin(dim=(0, 2, 3))
     iou[:, constant] = 0.0
     return iou.T.contiguous()
+
+
+def unit_masks(activations: torch.Tensor, thresholds: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Each unit's mask ``M_k(x)``: ``activations [N, K, h, w]`` upsampled bilinearly to ``size`` (H, W)
+    and compared with ``thresholds [K]`` (:func:`unit_thresholds`): bool ``[N, K, H, W]``."""
+    a = activations if activations.is_floating_point() else activations.float()
+    if tuple(a.shape[-2:]) != tuple(size):
+        a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
+    return a >= torch.as_tensor(thresholds).to(a.dtype).view(1, -1, 1, 1)
 
 
 def unit_iou(
@@ -752,3 +768,66 @@ def dissect(
     thresholds = unit_thresholds(activations, quantile)
     iou = unit_iou_table(activations, masks_by_concept, quantile, thresholds=thresholds)
     return DissectionResult(layer_name(model, layer), tuple(masks_by_concept), iou, thresholds, quantile)
+
+
+# ----------------------------------------------------------------------------- concept relevance propagation
+
+
+def channel_relevance(
+    model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, *, composite: Composite | None = None
+) -> torch.Tensor:
+    """LRP relevance of each channel of ``layer`` for ``target``: ``[B, K]``, summed over positions.
+
+    ``layer`` must output maps ``[B, K, h, w]`` or vectors ``[B, K]``. Its entries sum to the relevance
+    that reaches the layer (``y^c`` up to what the rules above it absorb)."""
+    from .methods.propagation import lrp_with_layers
+
+    name = layer_name(model, layer)
+    _, recorded = lrp_with_layers(model, x, target, composite=composite, record=[name])
+    if name not in recorded:
+        raise RuntimeError(f"no relevance reached layer {name!r}: the target does not depend on it")
+    relevance = recorded[name]
+    if relevance.dim() not in (2, 4):
+        raise ValueError(f"layer {name!r} gives {list(relevance.shape)}; channels need [B, K, h, w] or [B, K]")
+    return relevance.flatten(2).sum(2) if relevance.dim() == 4 else relevance
+
+
+def concept_relevance(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    *,
+    layer: Layer,
+    channels: int | Sequence[int] | torch.Tensor,
+    composite: Composite | None = None,
+) -> torch.Tensor:
+    """Concept relevance propagation (Achtibat et al. 2023): ``[B, C, H, W]``, signed.
+
+    LRP (:func:`~xai_helpers.methods.propagation.lrp`, same ``composite``) in which the relevance at
+    ``layer``'s output is kept only in ``channels`` (an index, a list of them taken together as one
+    concept, or a ``[B]`` tensor of one channel per image) and dropped in the others before it
+    propagates to the pixels. The map answers: *where* in the image does the concept that these
+    channels encode contribute to ``y^c``? Summed over all ``K`` channels one at a time, the maps are
+    the LRP map (the backward pass is linear in the relevance it carries); its total is the channels'
+    share of :func:`channel_relevance` up to what the rules below the layer absorb.
+    """
+    from .methods.propagation import lrp_with_layers
+
+    check_images(x)
+    name = layer_name(model, layer)
+    with explaining(model), torch.no_grad():
+        out = forward_until(model, x[:1], [name])[name]
+    if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"layer {name!r} gives {shape}; concept relevance needs channels, [B, K, h, w] or [B, K]")
+    k, batch = out.shape[1], x.shape[0]
+    keep = torch.zeros(batch, k, dtype=x.dtype, device=x.device)
+    if isinstance(channels, torch.Tensor) and channels.dim() == 1 and channels.numel() == batch > 1:
+        index = channels.long().to(x.device)[:, None]                              # one channel per image
+    else:
+        index = torch.as_tensor(channels, dtype=torch.long, device=x.device).flatten()[None].expand(batch, -1)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= k:
+        raise ValueError(f"channels must be indices in [0, {k}) of layer {name!r}'s channels, got {channels!r}")
+    keep.scatter_(1, index, 1.0)
+    keep = keep.view(batch, k, *([1] * (out.dim() - 2)))
+    return lrp_with_layers(model, x, target, composite=composite, condition=(name, keep))[0]

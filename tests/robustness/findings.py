@@ -435,6 +435,55 @@ def my_cnn(seed: int) -> Claims:
             "peak on the object": above(pointing_game(maps, test.masks).float().mean(), 0.45)}
 
 
+# ----------------------------------------------------------------------------- 6. chapter 17 (concepts)
+PATTERN_CONCEPTS = ("stripes", "dots", "zigzags")
+
+
+def planted_tcav(seed: int, plant: bool):
+    """Chapter 17's planted-concept experiment for one model: its test accuracy and TCAV at relu2."""
+    from xai_helpers.concept_sets import pattern_backgrounds, planted_concept_shapes
+    from xai_helpers.concepts import tcav_concepts
+
+    train = planted_concept_shapes(1500, size=32, seed=seed, plant=plant)
+    test = planted_concept_shapes(300, size=32, seed=10_000 + seed, plant=plant)
+    model = train_small_cnn(train.images, train.labels, seed=seed, epochs=12)
+    probe = planted_concept_shapes(400, size=32, seed=20_000 + seed, plant=True)
+    class_images = probe.images[probe.labels == 0][:50]
+    concepts = {name: pattern_backgrounds(50, size=32, seed=30_000 + 1000 * i + seed, concept=name)
+                for i, name in enumerate(PATTERN_CONCEPTS)}
+    plain = [pattern_backgrounds(50, size=32, seed=70_000 + 100 * seed + i, concept=None) for i in range(28)]
+    results = tcav_concepts(model, class_images, 0, "relu2", concepts, plain, n_random_concepts=8, seed=seed)
+    if plant:  # exercise 1: stripes against dots
+        dotted = [pattern_backgrounds(50, size=32, seed=90_000 + 100 * seed + i, concept="dots") for i in range(28)]
+        results |= tcav_concepts(model, class_images, 0, "relu2", {"stripes vs dots": concepts["stripes"]}, dotted,
+                                 n_random_concepts=8, seed=seed)
+    return accuracy(model, test.images, test.labels), results
+
+
+@finding("17: a planted concept (TCAV)")
+def planted_concept(seed: int) -> Claims:
+    claims: Claims = {}
+    for plant, label in ((True, "planted"), (False, "control")):
+        acc, results = planted_tcav(seed, plant)
+        claims[f"{label}: test accuracy"] = above(acc, 0.75)
+        for name, r in results.items():
+            if name == "stripes vs dots":
+                claims["planted: TCAV stripes vs dots"] = above(r.mean, 0.9)
+                claims["planted: CAV accuracy stripes vs dots"] = above(float(r.cav_accuracies.mean()), 0.9)
+                claims["planted: stripes vs dots above random"] = above(r.effect, 0.2)
+                claims["planted: p (sets) stripes vs dots"] = measured(r.p_sets)
+                continue
+            if plant:
+                claims[f"planted: TCAV {name}"] = above(r.mean, 0.9)
+                claims[f"planted: Holm p (runs) {name}"] = below(r.p_adjusted, 0.05)
+                claims[f"planted: {name} above random"] = above(r.effect, 0.2)
+            else:
+                claims[f"control: TCAV {name}"] = below(r.mean, 0.1)
+            claims[f"{label}: p (sets) {name}"] = measured(r.p_sets_adjusted)
+        claims[f"{label}: random mean"] = measured(r.random_mean)
+    return claims
+
+
 # ------------------------------------------------------------------ 6. whole chapters that train from many starts
 def run_chapter(name: str) -> None:
     """Execute every code cell of ``book/<name>.md`` in order, as the book's build does (asserts included)."""

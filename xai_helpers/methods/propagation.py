@@ -38,7 +38,7 @@ from ..core import Target, baseline_like, check_images, select_scores
 from ..registry import register
 from ..relevance.composites import Composite, epsilon_gamma_box
 from ..relevance.hooks import first_layer_input, relevance_rules
-from ..relevance.rules import ZBoxRule
+from ..relevance.rules import RelevanceState, ZBoxRule
 
 __all__ = ["gradient_x_input", "lrp", "lrp_with_layers", "deeplift"]
 
@@ -62,32 +62,57 @@ def _to_pixels(relevance: torch.Tensor, x: torch.Tensor, first: str) -> torch.Te
     return relevance.reshape(x.shape)
 
 
+def _keep_only(module: nn.Module, keep: torch.Tensor) -> torch.utils.hooks.RemovableHandle:
+    """A forward hook on ``module`` whose output is unchanged but lets the backward pass through only
+    where ``keep`` (broadcastable to the output) is 1: the relevance elsewhere is dropped there."""
+    def hook(_module, _args, output):
+        return output * keep + (output * (1 - keep)).detach()
+    return module.register_forward_hook(hook)
+
+
 def lrp_with_layers(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Composite | None = None,
-                    record: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`lrp`, and the relevance ``{name: [B, ...]}`` at the outputs of the modules in ``record``."""
+                    record: Sequence[str] = (), condition: tuple[str, torch.Tensor] | None = None,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`lrp`, and the relevance ``{name: [B, ...]}`` at the outputs of the modules in ``record``.
+
+    ``condition=(name, keep)``: the relevance at module ``name``'s output is multiplied by ``keep``
+    (a 0/1 tensor that broadcasts to that output, e.g. ``[B, K, 1, 1]`` for channels) before it
+    propagates further down: concept relevance propagation (:func:`xai_helpers.concepts.concept_relevance`).
+    """
     check_images(x)
     composite = composite or epsilon_gamma_box()
     with relevance_rules(model, composite, record=record) as state, torch.enable_grad():
-        rule = state.rules.get(state.first)
-        if isinstance(rule, ZBoxRule):
-            bounds = torch.stack([torch.full_like(x[0], rule.low), torch.full_like(x[0], rule.high)])
-            mapped = first_layer_input(model, state.first, bounds)
-            state.bounds = (mapped[:1], mapped[1:])
-        # x itself needs grad only to see whether a path from it bypasses the first linear layer
-        # (whose input the pre-hook detaches): relevance on such a path would be lost.
-        image = x.detach().clone().requires_grad_(True)
-        scores = select_scores(model(image), target)
-        leaves = [typing.cast(torch.Tensor, state.leaf), *state.extra_leaves]
-        *grads, bypass = torch.autograd.grad(scores.sum(), [*leaves, image], allow_unused=True)
-        if bypass is not None:
-            raise ValueError(
-                f"the image reaches the output by a path that bypasses {state.first!r}, the first linear layer "
-                "(e.g. the input added to a later layer's output). LRP hands relevance to the pixels only through "
-                "that layer, so the relevance on the other path would be lost and sum(R) would not match y^c. "
-                "Use deeplift() or integrated_gradients(), which follow every path.")
-        relevance = leaves[0].detach() * grads[0]
-        for leaf, g in zip(leaves[1:], grads[1:]):
-            relevance = relevance + leaf.detach() * g
+        handle = None if condition is None else _keep_only(dict(model.named_modules())[condition[0]], condition[1])
+        try:
+            return _lrp_pass(model, x, target, state)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+
+def _lrp_pass(model: nn.Module, x: torch.Tensor, target: Target, state: RelevanceState,
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward and backward pass of ``model`` under the rules of ``state`` (inside :func:`relevance_rules`)."""
+    rule = state.rules.get(state.first)
+    if isinstance(rule, ZBoxRule):
+        bounds = torch.stack([torch.full_like(x[0], rule.low), torch.full_like(x[0], rule.high)])
+        mapped = first_layer_input(model, state.first, bounds)
+        state.bounds = (mapped[:1], mapped[1:])
+    # x itself needs grad only to see whether a path from it bypasses the first linear layer
+    # (whose input the pre-hook detaches): relevance on such a path would be lost.
+    image = x.detach().clone().requires_grad_(True)
+    scores = select_scores(model(image), target)
+    leaves = [typing.cast(torch.Tensor, state.leaf), *state.extra_leaves]
+    *grads, bypass = torch.autograd.grad(scores.sum(), [*leaves, image], allow_unused=True)
+    if bypass is not None:
+        raise ValueError(
+            f"the image reaches the output by a path that bypasses {state.first!r}, the first linear layer "
+            "(e.g. the input added to a later layer's output). LRP hands relevance to the pixels only through "
+            "that layer, so the relevance on the other path would be lost and sum(R) would not match y^c. "
+            "Use deeplift() or integrated_gradients(), which follow every path.")
+    relevance = leaves[0].detach() * grads[0]
+    for leaf, g in zip(leaves[1:], grads[1:]):
+        relevance = relevance + leaf.detach() * g
     return _to_pixels(relevance, x, state.first).detach(), dict(state.relevance)
 
 

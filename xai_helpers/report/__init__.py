@@ -46,7 +46,7 @@ from .store import ResultStore, Row
 
 __all__ = [
     "Cell", "ReportMethod", "TrustReport", "trust_report", "report_methods", "measure_images", "summarise",
-    "add_thumbnails",
+    "add_thumbnails", "default_methods", "COSTLY_FAMILIES",
 ]
 
 HeatmapFn = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
@@ -77,19 +77,35 @@ def _report_options(method: registry.Method, size: int) -> dict[str, Any]:
     return options
 
 
+#: Families a report leaves out unless asked ("all", or by name): the model-agnostic methods cost
+#: hundreds of forward passes per map, and the checks compute a map up to eight times per image.
+COSTLY_FAMILIES = ("blackbox",)
+
+
+def default_methods() -> list[str]:
+    """The methods a report runs when none are named: every registered method outside
+    :data:`COSTLY_FAMILIES`."""
+    return [m.name for m in registry.methods() if m.family not in COSTLY_FAMILIES]
+
+
 def report_methods(
     model: nn.Module,
-    methods: Sequence[str] | Mapping[str, str | HeatmapFn] | None = None,
+    methods: Sequence[str] | Mapping[str, str | HeatmapFn] | str | None = None,
     *,
     layer: nn.Module | str | None = None,
     image_size: int = 224,
     options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ReportMethod]:
-    """The methods a report runs: every registered method (``None``), the registered ``methods`` by name,
-    or ``{title: name or function(model, x, target) -> [B, H, W]}``. CAMs explain ``layer`` (default
+    """The methods a report runs: :func:`default_methods` (``None``), every registered method
+    (``"all"``), the registered ``methods`` by name, or ``{title: name or function(model, x, target)
+    -> [B, H, W]}``. CAMs explain ``layer`` (default
     :func:`~xai_helpers.core.find_last_conv_layer`); ``options[name]`` overrides the report's
     settings of a registered method (:func:`_report_options`)."""
     if methods is None:
+        methods = default_methods()
+    elif isinstance(methods, str):
+        if methods != "all":
+            raise ValueError(f"methods={methods!r}: give 'all', None (the defaults) or a list of names")
         methods = [m.name for m in registry.methods()]
     overrides = options or {}
     items = list(methods.items()) if isinstance(methods, Mapping) else [(None, name) for name in methods]
@@ -457,7 +473,7 @@ def trust_report(
     images: torch.Tensor,
     targets: Sequence[int] | torch.Tensor | None = None,
     *,
-    methods: Sequence[str] | Mapping[str, str | HeatmapFn] | None = None,
+    methods: Sequence[str] | Mapping[str, str | HeatmapFn] | str | None = None,
     layer: nn.Module | str | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     masks: torch.Tensor | None = None,

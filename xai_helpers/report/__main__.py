@@ -131,7 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="a folder or a glob pattern")
     p.add_argument("--out", required=True, help="report.html, report.md or report.json")
     p.add_argument("--targets", default="predicted", help="'predicted' or a CSV file image,label")
-    p.add_argument("--methods", default="", help="comma-separated registry names (default: all)")
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated registry names, or 'all' (default: every method but the model-agnostic ones "
+        "(RISE, LIME, KernelSHAP), which cost hundreds of forward passes per map)",
+    )
     p.add_argument(
         "--checks", default="", help=f"comma-separated (default: all of {', '.join(c.name for c in checks())})"
     )
@@ -190,8 +195,9 @@ def run(argv: list[str] | None = None) -> TrustReport | None:
     others = [p for p in workdir.glob("results-rank*.sqlite") if p != store.path]
     skip = merge(others).done() if others else set()  # resuming with another number of processes
     mine = [(i, p) for k, (i, p) in enumerate(zip(ids, paths)) if k % world == rank]
+    named = [m for m in args.methods.split(",") if m] or None
     methods = report_methods(
-        model, [m for m in args.methods.split(",") if m] or None, layer=args.layer, image_size=args.size
+        model, "all" if args.methods == "all" else named, layer=args.layer, image_size=args.size
     )
     check_list = [get_check(c) for c in args.checks.split(",") if c] or [c for c in checks() if not c.needs_mask]
     targets: dict[str, int] = {}  # filled as each image is read
