@@ -484,6 +484,105 @@ def planted_concept(seed: int) -> Claims:
     return claims
 
 
+# ----------------------------------------------------------------------------- 7. chapter 18 (black box, fooled)
+BLACKBOX_BUDGETS = (32, 512)   # queries per image: Integrated Gradients' cost (16 steps), and many
+
+
+def blackbox_methods(budget: int) -> dict[str, Callable]:
+    """Chapter 18's model-agnostic methods at ``budget`` queries per image, on the 32-pixel shapes."""
+    return {"rise": registry.heatmap_method("rise", n_masks=budget, grid=4, seed=0),
+            "lime": registry.heatmap_method("lime", n_segments=16, n_samples=budget, seed=0),
+            "kernel_shap": registry.heatmap_method("kernel_shap", n_segments=16, n_samples=budget, seed=0)}
+
+
+def fooling_target() -> torch.Tensor:
+    """Chapter 18's attacker's target map: the left quarter of the image, ``[32, 32]``."""
+    target = torch.zeros(32, 32)
+    target[:, :8] = 1.0
+    return target
+
+
+@finding("18: black-box methods and fooled explanations")
+def fooled(seed: int) -> Claims:
+    from xai_helpers import fooling
+    from xai_helpers.evaluation import deletion_and_insertion
+
+    train, test = shapes()
+    model = shapes_model_of(seed)
+    correct = (predict(model, test.images) == test.labels).nonzero()[:, 0][:24]
+    x, y, masks = test.images[correct], test.labels[correct], test.masks[correct]
+    claims: Claims = {"test accuracy": above(accuracy(model, test.images, test.labels), 0.9)}
+    # 1. localisation and insertion, the gradient methods against the black box at two budgets
+    maps = {"saliency": heat("saliency", model, x, y), "grad_cam": heat("grad_cam", model, x, y, layer="relu3"),
+            "integrated_gradients": heat("integrated_gradients", model, x, y, steps=16)}
+    for budget in BLACKBOX_BUDGETS:
+        for name, method in blackbox_methods(budget).items():
+            maps[f"{name} {budget}"] = method(model, x, y)
+    energy = {name: energy_in_mask(m, masks) for name, m in maps.items()}
+    insertion = {name: deletion_and_insertion(model, x, m, y, step=0.05, baseline=0.5)[1].auc
+                 for name, m in maps.items()}
+    for name in maps:
+        claims[f"energy {name}"] = measured(energy[name].mean())
+        claims[f"insertion {name}"] = measured(insertion[name].mean())
+        claims[f"pointing (4 px) {name}"] = measured(pointing_game(maps[name], masks, tolerance=4).float().mean())
+    for name in ("rise", "lime", "kernel_shap"):
+        gain = paired_difference_interval(energy[f"{name} 512"], energy[f"{name} 32"])
+        claims[f"energy gain 32 -> 512 low: {name}"] = measured(gain.low)
+        claims[f"energy {name} 512 - saliency low"] = measured(
+            paired_difference_interval(energy[f"{name} 512"], energy["saliency"]).low)
+    # 2. input manipulation on 8 images, each attackable method
+    target = fooling_target()
+    for method in fooling.GRAPH_METHODS:
+        layer = "relu3" if method == "grad_cam" else None
+        result = fooling.manipulate_input(method, model, x[:8], y[:8], target, layer=layer, iterations=100)
+        ratio = result.mse_after / result.mse_before
+        claims[f"input manipulation {method}: worst mse ratio"] = below(float(ratio.max()), 1.0)
+        claims[f"input manipulation {method}: mean mse ratio"] = below(float(ratio.mean()), 0.7)
+        kept = float(result.prediction_kept.float().mean())
+        claims[f"input manipulation {method}: predictions kept"] = above(kept, 0.99)
+        # exercise: random corners of the same ball, the control
+        sign = torch.randint(0, 2, x[:8].shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        noisy = (x[:8] + sign * 8 / 255).clamp(0, 1)
+        with torch.enable_grad():
+            before, after = (fooling.explanation_with_graph(method, model, z, y[:8], layer=layer).detach()
+                             for z in (x[:8], noisy))
+        goal = target.expand(8, 32, 32)
+        random_ratio = fooling.map_loss(after, goal) / fooling.map_loss(before, goal)
+        claims[f"random sign noise {method}: mean mse ratio"] = measured(float(random_ratio.mean()))
+        claims[f"random sign noise {method}: lowest mse ratio"] = measured(float(random_ratio.min()))
+    # 3. model manipulation (Grad-CAM to the left quarter), and whether RISE is fooled with it
+    fooled_model = fooling.fine_tune_to_fool(model, train.images[:600], train.labels[:600], target, "grad_cam",
+                                             layer="relu3", epochs=8, seed=seed).model
+    claims["fooled: test accuracy"] = above(accuracy(fooled_model, test.images, test.labels), 0.9)
+    left = target.bool().expand(len(x), 32, 32)
+    share = {}
+    for title, net in (("original", model), ("fooled", fooled_model)):
+        share[title, "target"] = energy_in_mask(heat("grad_cam", net, x, y, layer="relu3"), left).mean()
+        share[title, "grad_cam"] = energy_in_mask(heat("grad_cam", net, x, y, layer="relu3"), masks).mean()
+        share[title, "rise"] = energy_in_mask(heat("rise", net, x, y, n_masks=512, grid=4, seed=0), masks).mean()
+        share[title, "saliency"] = energy_in_mask(heat("saliency", net, x, y), masks).mean()
+        claims[f"{title}: grad_cam pointing (4 px)"] = measured(
+            pointing_game(heat("grad_cam", net, x, y, layer="relu3"), masks, tolerance=4).float().mean())
+        for key in ("target", "grad_cam", "rise", "saliency"):
+            claims[f"{title}: energy {key}"] = measured(share[title, key])
+    claims["fooled: grad_cam energy in target"] = above(share["fooled", "target"], 0.4)
+    claims["fooled / original: grad_cam energy in object"] = below(
+        share["fooled", "grad_cam"] / share["original", "grad_cam"], 0.5)
+    for key in ("rise", "saliency"):
+        claims[f"fooled / original: {key} energy in object"] = above(share["fooled", key] / share["original", key], 0.8)
+    # 4. max-sensitivity, SmoothGrad against saliency
+    sens = {name: fooling.max_sensitivity(registry.heatmap_method(name, **opts), model, x[:24], y[:24],
+                                          radius=2 / 255, n_samples=6)
+            for name, opts in (("saliency", {}), ("smoothgrad", {"n_samples": 16, "seed": 0}),
+                               ("integrated_gradients", {"steps": 16}), ("grad_cam", {"layer": "relu3"}))}
+    for name, s in sens.items():
+        claims[f"max-sensitivity {name}"] = measured(float(s.nanmean()))
+    ok = ~(sens["saliency"].isnan() | sens["smoothgrad"].isnan())
+    claims["max-sensitivity saliency - smoothgrad low"] = above(
+        paired_difference_interval(sens["saliency"][ok], sens["smoothgrad"][ok]).low, 0.0)
+    return claims
+
+
 # ------------------------------------------------------------------ 6. whole chapters that train from many starts
 def run_chapter(name: str) -> None:
     """Execute every code cell of ``book/<name>.md`` in order, as the book's build does (asserts included)."""
