@@ -146,11 +146,26 @@ def page(name: str) -> str:
 
 # --- the week plan ---------------------------------------------------------------------------------
 
+#: The part of _toc.yml each page of the kit belongs to: the notation is reference material.
+KIT_PARTS = {"teaching": "For instructors", "projects": "For instructors", "notation": "Reference"}
+
+
+def part_of(table: dict, name: str) -> str | None:
+    """The caption of the toc part that lists ``name``, or None."""
+    for part in table.get("parts", []):
+        if name in [Path(f).stem for f in toc_files(part)]:
+            return part.get("caption")
+    return None
+
+
 def test_kit_pages_are_in_the_toc():
-    files = [Path(f).stem for f in toc_files(toc())]
+    assert set(KIT_PARTS) == set(KIT)
     for name in KIT:
         assert (BOOK / f"{name}.md").is_file(), f"book/{name}.md is missing"
-        assert name in files, f"{name} is not in _toc.yml (part 'For instructors')"
+        assert part_of(toc(), name) == KIT_PARTS[name], (
+            f"{name} is in the toc part {part_of(toc(), name)!r}, not {KIT_PARTS[name]!r}")
+    moved = {"parts": [{"caption": "For instructors", "chapters": [{"file": "notation"}]}]}
+    assert part_of(moved, "notation") == "For instructors" and part_of(moved, "teaching") is None
 
 
 def test_every_toc_chapter_is_in_the_week_plan():
