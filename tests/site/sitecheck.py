@@ -327,6 +327,23 @@ def check_solutions_open(driver) -> list[str]:
     return list(found)
 
 
+def solutions_on_page(driver) -> dict:
+    """What the page shows of its exercises' solutions (the student edition leaves them out):
+    the titles of its "Solution ..." dropdowns and of its other dropdowns (hints), the number of
+    cells tagged ``solution``, the notes that stand where solutions were withheld, and the text of
+    the article (hidden parts included)."""
+    return driver.execute_script(_VISIBLE_JS + """
+        const all = dropdowns().map(titleOf);
+        return {
+            solutions: all.filter(t => /^solution/i.test(t)),
+            hints: all.filter(t => !/^solution/i.test(t)),
+            solution_cells: document.querySelectorAll(".cell.tag_solution").length,
+            withheld_notes: document.querySelectorAll(".xai-solutions-withheld").length,
+            text: (document.querySelector("article") || document.body).textContent.replace(/\\s+/g, " "),
+        };
+        """)
+
+
 def _open_everything(driver) -> None:
     """Open every folded thing on the page (hidden code, dropdowns), so that its layout can be measured."""
     driver.execute_script("""
