@@ -222,7 +222,7 @@ def test_the_semester_has_fourteen_weeks_and_every_chapter_once():
 def test_the_intensive_has_five_days_and_names_the_rest():
     plan = page("teaching")
     days = plan_table(plan, INTENSIVE)
-    assert list(days) == [f"Day {d}" for d in range(1, 6)], list(days)
+    assert list(days) == [str(d) for d in range(1, 6)], list(days)
     in_days = [name for names in days.values() for name in names]
     assert len(in_days) == len(set(in_days)) == 12
     rest = sorted(set(toc_chapters(toc())) - set(in_days))
