@@ -1,5 +1,7 @@
 # Two commands do all of the setup on a fresh machine:
 #   make book   builds the website, every chapter executed  -> _build/html/index.html
+#               (with a reveal.js deck of slides per chapter -> _build/html/slides/)
+#   make book-student  the same website without the worked solutions -> _build/html-student/
 #   make pdf    builds the same book as one PDF              -> _build/latex/explaining-cnns.pdf
 #   make test   unit tests, the type checker, the linter, the wheel in a fresh venv, every chapter under nbval,
 #               a strict book build, the PDF, the browser test, the Colab-start simulation
@@ -19,7 +21,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # (xai_helpers.training.train_small_cnn); emptied at the start of every run that executes the book.
 export XAI_MODEL_CACHE := $(ROOT)/_build/models
 
-.PHONY: venv book pdf latex-tools test test-robustness test-unit typecheck lint test-wheel test-api test-notebooks test-book test-pdf test-site test-colab screenshots chromium mathjax bench notebooks clean
+.PHONY: venv book book-student slides pdf latex-tools test test-robustness test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-site test-colab screenshots chromium mathjax reveal bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -29,6 +31,22 @@ MATHJAX_INTEGRITY := sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+
 MATHJAX_DIR := $(ROOT)/_build/mathjax/_static/mathjax
 MATHJAX := $(MATHJAX_DIR)/tex-chtml-full.js
 SITE_DIR ?= $(ROOT)/_build/html
+
+# reveal.js for the lecture decks, fetched and checked as MathJax is: a pinned npm release and its
+# registry integrity hash. Only the files the decks load are kept (book/_ext/make_slides.py copies
+# them into each site's slides/ folder); its themes embed their fonts, so nothing else is needed.
+REVEAL_VERSION := 6.0.2
+REVEAL_INTEGRITY := sha512-JYIg5D9aoxoaLeb84O+OvAwsKWdIavVgEDScxtYEXFCT6t6TQrhNtSgogcjdCpdLsWglhJn3zyE3fUOwiH5KEg==
+REVEAL_DIR := $(ROOT)/_build/reveal.js
+REVEAL := $(REVEAL_DIR)/dist/reveal.js
+REVEAL_FILES := dist/reveal.css dist/reveal.js dist/theme/white.css dist/plugin/notes.js LICENSE
+MAKE_SLIDES := $(BIN)/python book/_ext/make_slides.py --reveal $(REVEAL_DIR)
+
+# The student edition: the same website without the worked solutions (book/_ext/xai_book_solutions.py),
+# built in its own folder (its own doctrees) and moved to _build/html-student.
+STUDENT_DIR := $(ROOT)/_build/html-student
+STUDENT_BUILD := $(ROOT)/_build/student
+STUDENT_INTO_PLACE := rm -rf $(STUDENT_DIR) && mv $(STUDENT_BUILD)/_build/html $(STUDENT_DIR)
 
 venv: $(STAMP)
 
@@ -54,10 +72,36 @@ $(MATHJAX):
 	cp $(ROOT)/_build/mathjax-pack/package/es5/tex-chtml-full.js $(MATHJAX)
 	rm -rf $(ROOT)/_build/mathjax-pack
 
-book: $(STAMP) $(MATHJAX)
+reveal: $(REVEAL)
+
+$(REVEAL):
+	@echo "== fetching reveal.js $(REVEAL_VERSION) from the npm registry"
+	rm -rf $(ROOT)/_build/reveal-pack $(REVEAL_DIR) && mkdir -p $(ROOT)/_build/reveal-pack
+	cd $(ROOT)/_build/reveal-pack && npm pack --silent reveal.js@$(REVEAL_VERSION) >/dev/null
+	test "sha512-$$(openssl dgst -sha512 -binary $(ROOT)/_build/reveal-pack/reveal.js-$(REVEAL_VERSION).tgz | base64 -w0)" = "$(REVEAL_INTEGRITY)"
+	tar -xzf $(ROOT)/_build/reveal-pack/reveal.js-$(REVEAL_VERSION).tgz -C $(ROOT)/_build/reveal-pack
+	for f in $(REVEAL_FILES); do mkdir -p $(REVEAL_DIR)/$$(dirname $$f) && \
+	  cp $(ROOT)/_build/reveal-pack/package/$$f $(REVEAL_DIR)/$$f; done
+	rm -rf $(ROOT)/_build/reveal-pack
+
+# The website, then a deck of slides per chapter from the notebooks the build executed.
+book: $(STAMP) $(MATHJAX) $(REVEAL)
 	rm -rf $(XAI_MODEL_CACHE)
 	$(JB) -n -W --keep-going
+	$(MAKE_SLIDES) --executed $(ROOT)/_build/jupyter_execute --out $(ROOT)/_build/html/slides
 	@echo "The book is at $(ROOT)/_build/html/index.html"
+
+# The student edition, executed afresh as `make book` is (the decks leave the solutions out too).
+book-student: $(STAMP) $(MATHJAX) $(REVEAL)
+	rm -rf $(XAI_MODEL_CACHE)
+	XAI_BOOK_EDITION=student $(JB) --path-output $(STUDENT_BUILD) -n -W --keep-going
+	$(STUDENT_INTO_PLACE)
+	$(MAKE_SLIDES) --executed $(STUDENT_BUILD)/_build/jupyter_execute --out $(STUDENT_DIR)/slides
+	@echo "The student edition is at $(STUDENT_DIR)/index.html"
+
+# The decks again, into the website built last (after `make book`; `make test` runs test-slides).
+slides: $(STAMP) $(REVEAL)
+	$(MAKE_SLIDES) --executed $(ROOT)/_build/jupyter_execute --out $(SITE_DIR)/slides
 
 # The book as one PDF, through Sphinx's LaTeX builder and XeLaTeX (configured under latex: and
 # sphinx.config.latex_* in _config.yml, arranged by book/_ext/xai_book_latex.py). --all re-reads
@@ -95,7 +139,7 @@ latex-tools:
 	  echo "== installing" $$missing "(Debian packages)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 
-test: test-unit typecheck lint test-wheel test-api test-notebooks test-book test-pdf test-site test-colab
+test: test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-site test-colab
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs --ignore=tests/pdf
@@ -131,6 +175,15 @@ test-notebooks: $(STAMP)
 test-book: $(STAMP) $(MATHJAX)
 	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) $(JB) -n -W --keep-going
 
+# The student edition, strict, from the same execution (nothing is executed again).
+test-book-student: $(STAMP) $(MATHJAX)
+	XAI_BOOK_EXECUTION_CACHE=$(EXECUTION_CACHE) XAI_BOOK_EDITION=student $(JB) --path-output $(STUDENT_BUILD) -n -W --keep-going
+	$(STUDENT_INTO_PLACE)
+
+# A deck per chapter from the same execution, into both websites (test-site opens one).
+test-slides: $(STAMP) $(REVEAL)
+	$(MAKE_SLIDES) --cache $(EXECUTION_CACHE) --out $(SITE_DIR)/slides --out $(STUDENT_DIR)/slides
+
 # The PDF, built as make pdf does but from test-book's execution (EXECUTION_CACHE), then read back:
 # pages, images, chapter titles, references, equations, the bibliography, glyphs (tests/pdf).
 # XAI_PDF_REQUIRED: here a missing PDF fails instead of skipping.
@@ -141,10 +194,14 @@ test-pdf: $(STAMP) latex-tools
 	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
 # Headless Chromium opens every page of the built site (run test-book or book first; in make test
-# the PDF is built before, so the site must serve it). It also builds and checks the small fixture
-# book of tests/site/fixture_book (a few seconds). SITE_DIR=... checks another build.
+# the PDF is built before, so the site must serve it), a page of the student edition and a deck
+# of slides. It also builds and checks the small fixture book of tests/site/fixture_book, in both
+# editions (a few seconds). SITE_DIR=... checks another build. Under `make test` the student edition
+# and the decks must be there; on their own, the tests of what was not built are skipped.
 test-site: $(STAMP) chromium
-	XAI_SITE_DIR=$(SITE_DIR) $(BIN)/python -m pytest tests/site -q -p no:cacheprovider
+	XAI_SITE_DIR=$(SITE_DIR) XAI_STUDENT_SITE_DIR=$(STUDENT_DIR) \
+	  XAI_TEACHING_KIT_REQUIRED=$(if $(filter test,$(MAKECMDGOALS)),1,) \
+	  $(BIN)/python -m pytest tests/site -q -p no:cacheprovider
 
 # Refresh the README's screenshots from the current build.
 screenshots: $(STAMP) chromium

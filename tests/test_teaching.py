@@ -57,6 +57,18 @@ def week_plan(page: str) -> dict[str, list[str]]:
     return weeks
 
 
+def plan_table(page: str, heading: str) -> dict[str, list[str]]:
+    """Row label -> chapters, from the first table after ``heading`` (up to the next heading)."""
+    assert heading in page, f"teaching.md has no {heading!r}"
+    section = re.split(r"\n#{2,3} ", page.split(heading, 1)[1], maxsplit=1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 1 and DOC.search(cells[1]):
+            rows[cells[0]] = DOC.findall(cells[1])
+    return rows
+
+
 def missing_from_plan(chapters: list[str], weeks: dict[str, list[str]]) -> list[str]:
     planned = {name for names in weeks.values() for name in names}
     return [c for c in chapters if c not in planned]
@@ -146,11 +158,26 @@ def page(name: str) -> str:
 
 # --- the week plan ---------------------------------------------------------------------------------
 
+#: The part of _toc.yml each page of the kit belongs to: the notation is reference material.
+KIT_PARTS = {"teaching": "For instructors", "projects": "For instructors", "notation": "Reference"}
+
+
+def part_of(table: dict, name: str) -> str | None:
+    """The caption of the toc part that lists ``name``, or None."""
+    for part in table.get("parts", []):
+        if name in [Path(f).stem for f in toc_files(part)]:
+            return part.get("caption")
+    return None
+
+
 def test_kit_pages_are_in_the_toc():
-    files = [Path(f).stem for f in toc_files(toc())]
+    assert set(KIT_PARTS) == set(KIT)
     for name in KIT:
         assert (BOOK / f"{name}.md").is_file(), f"book/{name}.md is missing"
-        assert name in files, f"{name} is not in _toc.yml (part 'For instructors')"
+        assert part_of(toc(), name) == KIT_PARTS[name], (
+            f"{name} is in the toc part {part_of(toc(), name)!r}, not {KIT_PARTS[name]!r}")
+    moved = {"parts": [{"caption": "For instructors", "chapters": [{"file": "notation"}]}]}
+    assert part_of(moved, "notation") == "For instructors" and part_of(moved, "teaching") is None
 
 
 def test_every_toc_chapter_is_in_the_week_plan():
@@ -175,6 +202,75 @@ def test_week_plan_checker_catches_a_missing_chapter():
     assert missing_from_plan(toc_chapters(toc()), week_plan(without)) == ["09_grad_cam"]
     extra = {"parts": [{"chapters": [{"file": "99_new_chapter"}]}]}
     assert missing_from_plan(toc_chapters(extra), weeks) == ["99_new_chapter"]
+
+
+INTENSIVE = "### A one-week intensive"
+SEMESTER = "### A fourteen-week semester"
+
+
+def test_the_semester_has_fourteen_weeks_and_every_chapter_once():
+    weeks = plan_table(page("teaching"), SEMESTER)
+    assert list(weeks) == [str(w) for w in range(1, 15)], list(weeks)
+    planned = [name for names in weeks.values() for name in names]
+    assert sorted(planned) == sorted(toc_chapters(toc())), planned
+    # the page's arithmetic: 5 weeks of background (chapters 1-8) and one a chapter after them
+    background = [w for w, names in weeks.items() if all(int(n[:2]) <= 8 for n in names)]
+    assert len(background) == 5 and len(weeks) - len(background) == 9
+    assert "5 + 9 = 14 weeks and all 17 chapters" in page("teaching")
+
+
+def test_the_intensive_has_five_days_and_names_the_rest():
+    plan = page("teaching")
+    days = plan_table(plan, INTENSIVE)
+    assert list(days) == [str(d) for d in range(1, 6)], list(days)
+    in_days = [name for names in days.values() for name in names]
+    assert len(in_days) == len(set(in_days)) == 12
+    rest = sorted(set(toc_chapters(toc())) - set(in_days))
+    # the prose before the table names the others: 2-5 before the week, 15 afterwards
+    assert rest == ["02_gradient_descent", "03_perceptron", "04_mlp_xor", "05_backpropagation",
+                    "15_trust_benchmarks"], rest
+    assert "4 + 12 + 1 = 17 chapters" in plan and "(4 + 2 + 2 + 2 + 2)" in plan
+    assert [len(n) for n in days.values()] == [4, 2, 2, 2, 2]
+
+
+def test_the_plan_tables_checker_can_fail():
+    plan = page("teaching")
+    without = plan.replace("| 12 | {doc}`15_trust_benchmarks`", "| 12 | benchmarks")
+    weeks = plan_table(without, SEMESTER)
+    assert "12" not in weeks and missing_from_plan(toc_chapters(toc()), weeks) == ["15_trust_benchmarks"]
+    with pytest.raises(AssertionError):
+        plan_table(plan.replace(SEMESTER, "### A long semester"), SEMESTER)
+
+
+def test_course_lengths_add_up():
+    """The sums the page states for the other lengths: 7 + 3 = 10 with the optional weeks, and the
+    slower background's 9 and 12 (also checked against the plan table in teaching.md itself)."""
+    weeks = week_plan(page("teaching"))
+    main = [w for w in weeks if w.isdigit()]
+    optional = len(weeks) - len(main)
+    assert (len(main), optional) == (7, 3)
+    text = " ".join(page("teaching").split())
+    assert f"it has {len(main)} + {optional} = {len(main) + optional}" in text
+    slow = len(main) - 3 + 5
+    assert f"7 − 3 + 5 = {slow} weeks" in text and f"{slow} + 3 = {slow + optional} weeks" in text
+
+
+def test_every_part_has_quiz_questions_with_answers():
+    """One ### section per part of the book in 'Quiz and exam questions', each with numbered
+    questions, one marked **Exam.**, and a folded admonition of solutions titled 'Solution...'
+    (the student edition leaves those out)."""
+    quiz = page("teaching").split("## Quiz and exam questions", 1)[1]
+    sections = re.split(r"\n### ", quiz)[1:]
+    parts = [p for p in toc()["parts"] if p.get("numbered")]
+    assert len(sections) == len(parts), [s.splitlines()[0] for s in sections]
+    for section, part in zip(sections, parts):
+        title = section.splitlines()[0]
+        assert title.startswith(part["caption"]), (title, part["caption"])
+        questions = re.findall(r"^\d+\. ", section.split("```{admonition}")[0], flags=re.M)
+        answers = re.search(r"```\{admonition\} (Solution[^\n]*)\n:class: dropdown\n(.*?)\n```", section, re.S)
+        assert len(questions) >= 2 and "**Exam.**" in section, title
+        assert answers, f"{title}: no folded 'Solution...' admonition"
+        assert len(re.findall(r"^\d+\. ", answers.group(2), flags=re.M)) == len(questions), title
 
 
 # --- references and notation -----------------------------------------------------------------------

@@ -30,7 +30,8 @@ The reader's side of the site (issue 25):
   (whose "print this page" entry says so). The link is always ``explaining-cnns.pdf`` at the site's
   root. At the end of the build the PDF of ``make pdf`` (``_build/latex/explaining-cnns.pdf``) is
   copied there when it exists; when it does not, a one-page PDF saying how to build it stands in,
-  so that the link is never broken (``make pdf`` then copies the real one over it).
+  so that the link is never broken (``make pdf`` then copies the real one over it). The student
+  edition (book/_ext/xai_book_solutions.py) always links a stand-in: the PDF prints the solutions.
 - **Version and last update**, in the sidebar: the version of pyproject.toml and the date of the
   last git commit, read when the site is built (outside git only the version).
 - **Page weight.** pydata-sphinx-theme loads Font Awesome twice: as web fonts through its CSS
@@ -254,6 +255,14 @@ def copy_book_pdf(app: Sphinx, exception) -> None:
         return
     target = Path(app.outdir) / PDF_NAME
     built = Path(app.outdir).parent / "latex" / PDF_NAME
+    if getattr(app.config, "xai_book_edition", "instructor") == "student":
+        # the PDF prints every solution in full: the student edition links a page that says so
+        target.write_bytes(placeholder_pdf([
+            "Explaining CNNs, student edition.",
+            "The PDF of the book prints the worked solutions of the exercises, so it is not part",
+            "of the student edition of the website. Your instructor can share it after the course.",
+        ]))
+        return
     if built.is_file():
         shutil.copyfile(built, target)
         return

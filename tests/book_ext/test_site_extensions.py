@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from docutils import nodes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,41 @@ def test_a_solution_cell_without_its_solution_is_reported_and_stays():
     document += [note, stray, nodes.paragraph(text="Text."), after_text]
     assert solutions.fold_solutions(document) == [stray, after_text]
     assert stray.parent is document and after_text.parent is document
+
+
+def test_the_student_edition_withholds_solutions_and_keeps_hints():
+    """Solutions (with the cells folded into them) leave the page; one note per section stands
+    where the first one was; a hint and the exercises stay."""
+    exercises, other = nodes.section(), nodes.section()
+    first, second, hint = _dropdown("Solution to exercise 1"), _dropdown("Solution to exercise 2"), _dropdown("Hint")
+    listing = nodes.enumerated_list()
+    exercises += [listing, first, _cell("solution"), second, hint]
+    third = _dropdown("Solution to exercise 3")
+    other += [third]
+    document = nodes.section()
+    document += [exercises, other]
+    assert solutions.fold_solutions(document) == []
+    assert solutions.withhold_solutions(document) == 3
+    assert [type(c) for c in exercises.children] == [nodes.enumerated_list, nodes.admonition, nodes.admonition]
+    note, kept = exercises.children[1], exercises.children[2]
+    assert solutions.WITHHELD_CLASS in note["classes"] and "student edition" in note.astext()
+    assert kept is hint and len(other.children) == 1 and other.children[0] is not third
+    assert not list(document.findall(solutions.is_solution_cell))
+    assert not any(solutions.is_solution(n) for n in document.findall(nodes.admonition))
+
+
+def test_a_dropdown_holding_a_solution_cell_is_a_solution_whatever_its_title():
+    box = _dropdown("Answer")
+    assert not solutions.is_solution(box)
+    box += _cell("solution")
+    assert solutions.is_solution(box)
+
+
+def test_the_edition_setting_is_checked():
+    solutions.check_edition(None, SimpleNamespace(xai_book_edition="student"))
+    solutions.check_edition(None, SimpleNamespace())                 # the default: instructor
+    with pytest.raises(solutions.ExtensionError, match="one of instructor, student"):
+        solutions.check_edition(None, SimpleNamespace(xai_book_edition="teacher"))
 
 
 def test_the_failed_cell_error_is_read_from_the_traceback():
@@ -171,6 +207,20 @@ def test_the_site_gets_the_built_pdf_or_a_stand_in(tmp_path):
     html.copy_book_pdf(_app(site, "latex"), None)          # other builders: nothing
     html.copy_book_pdf(_app(site), RuntimeError("failed"))  # a failed build: nothing
     assert not (site / html.PDF_NAME).exists()
+
+
+def test_the_student_edition_never_serves_the_book_pdf(tmp_path):
+    """The PDF prints every solution: the student site links a stand-in that says so, even when
+    the real PDF lies beside it."""
+    site = tmp_path / "html"
+    site.mkdir()
+    (tmp_path / "latex").mkdir()
+    (tmp_path / "latex" / html.PDF_NAME).write_bytes(b"%PDF-1.7 the instructor's book")
+    app = _app(site)
+    app.config.xai_book_edition = "student"
+    html.copy_book_pdf(app, None)
+    served = (site / html.PDF_NAME).read_bytes()
+    assert served.startswith(b"%PDF-") and b"student edition" in served and b"instructor's book" not in served
 
 
 def test_the_fontawesome_script_is_emptied(tmp_path):

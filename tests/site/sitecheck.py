@@ -30,6 +30,9 @@ MAX_CODE_CHARS = 88
 #: A page with everything it loads (HTML, scripts, styles, fonts, pictures) must weigh less.
 MAX_PAGE_BYTES = 5_000_000
 PDF_NAME = "explaining-cnns.pdf"
+#: The folder of the lecture decks (book/_ext/make_slides.py): reveal.js pages, not pages of the
+#: book, so :func:`site_pages` leaves them out and :func:`check_deck` checks them.
+SLIDES_DIR = "slides"
 
 
 def site_pages(site_dir: Path) -> list[str]:
@@ -40,8 +43,15 @@ def site_pages(site_dir: Path) -> list[str]:
         rel = path.relative_to(site_dir)
         if any(part.startswith("_") for part in rel.parts[:-1]):
             continue  # _static, _sources, _images: assets, not pages
+        if rel.parts[0] == SLIDES_DIR:
+            continue  # the decks of slides
         pages.append(rel.as_posix())
     return pages
+
+
+def site_decks(site_dir: Path) -> list[str]:
+    """The decks of slides of a built site (``slides/NN_name.slides.html``), relative to it."""
+    return sorted(p.relative_to(site_dir).as_posix() for p in (Path(site_dir) / SLIDES_DIR).glob("*.slides.html"))
 
 
 def open_page(driver, url: str) -> None:
@@ -327,6 +337,23 @@ def check_solutions_open(driver) -> list[str]:
     return list(found)
 
 
+def solutions_on_page(driver) -> dict:
+    """What the page shows of its exercises' solutions (the student edition leaves them out):
+    the titles of its "Solution ..." dropdowns and of its other dropdowns (hints), the number of
+    cells tagged ``solution``, the notes that stand where solutions were withheld, and the text of
+    the article (hidden parts included)."""
+    return driver.execute_script(_VISIBLE_JS + """
+        const all = dropdowns().map(titleOf);
+        return {
+            solutions: all.filter(t => /^solution/i.test(t)),
+            hints: all.filter(t => !/^solution/i.test(t)),
+            solution_cells: document.querySelectorAll(".cell.tag_solution").length,
+            withheld_notes: document.querySelectorAll(".xai-solutions-withheld").length,
+            text: (document.querySelector("article") || document.body).textContent.replace(/\\s+/g, " "),
+        };
+        """)
+
+
 def _open_everything(driver) -> None:
     """Open every folded thing on the page (hidden code, dropdowns), so that its layout can be measured."""
     driver.execute_script("""
@@ -514,6 +541,50 @@ def check_page_weight(driver, limit: int = MAX_PAGE_BYTES) -> list[str]:
     heaviest = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
     listed = ", ".join(f"{urlparse(u).path.rsplit('/', 1)[-1][:40]} {s / 1e6:.2f} MB" for u, s in heaviest)
     return [f"the page loads {total / 1e6:.2f} MB (limit {limit / 1e6:.2f} MB); heaviest: {listed}"]
+
+
+def check_deck(driver, base_url: str, timeout: float = 10.0) -> list[str]:
+    """A deck of slides, after :func:`open_page`: reveal.js started (its ``.reveal`` element is
+    ``ready``) with several slides, at least one picture loads, math is typeset by the site's
+    MathJax, nothing comes from outside the site, and the console is clean."""
+    import time
+
+    driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)
+            ? MathJax.startup.promise.then(done, done) : setTimeout(done, 500);
+        if (document.readyState === "complete") wait(); else window.addEventListener("load", wait);
+        """)
+    deadline = time.monotonic() + timeout
+    while True:
+        state = driver.execute_script("""
+            const images = Array.from(document.querySelectorAll(".reveal .slides section img"));
+            const slides = document.querySelector(".reveal .slides");
+            const prose = slides ? slides.cloneNode(true) : document.createElement("div");
+            prose.querySelectorAll("pre, code, script, style").forEach(e => e.remove());
+            return {
+                ready: !!document.querySelector(".reveal.ready"),
+                slides: document.querySelectorAll(".reveal .slides section").length,
+                images: images.length,
+                loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+                rawMath: /\\$\\$|\\\\\\(/.test(prose.textContent),
+            };
+            """)
+        if state["ready"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    problems = []
+    if not state["ready"]:
+        problems.append("reveal.js did not start (no .reveal.ready)")
+    if state["slides"] < 2:
+        problems.append(f"{state['slides']} slides")
+    if not state["loaded"]:
+        problems.append(f"no picture shows ({state['images']} in the deck)")
+    elif state["loaded"] < state["images"]:
+        problems.append(f"{state['images'] - state['loaded']} of {state['images']} pictures do not load")
+    if state["rawMath"]:
+        problems.append("raw math delimiters in the slides: MathJax did not typeset them")
+    return problems + check_local_resources(driver, base_url) + check_console(driver)
 
 
 def page_problems(driver, url: str, site_dir: Path, base_url: str) -> list[str]:

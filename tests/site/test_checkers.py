@@ -15,6 +15,7 @@ from sitecheck import (
     check_alt_text,
     check_code_scroll,
     check_console,
+    check_deck,
     check_figure_sizes,
     check_images,
     check_links,
@@ -33,6 +34,7 @@ from sitecheck import (
     loaded_bytes,
     open_page,
     page_problems,
+    site_decks,
     site_pages,
 )
 
@@ -134,6 +136,18 @@ MENU_OK = MENU.replace("HIDDEN", "")
 MENU_BROKEN = MENU.replace("HIDDEN", '<button class="primary-toggle hidden-button">Menu</button>')
 
 
+# A deck as make_slides.py writes it, reduced to what check_deck looks at (reveal.js marks its root
+# "ready" once it has started); the broken one never starts, shows no picture, leaves math raw and
+# loads a script from outside.
+DECK = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>deck</title></head><body>
+<div class="reveal"><div class="slides"><section><h1>Title</h1></section>
+<section><p>MATH</p><img src="../dot.png" alt="a figure"></section></div></div>
+<script>document.querySelector(".reveal").classList.add(READY);</script></body></html>"""
+DECK_OK = DECK.replace("READY", '"ready"').replace("MATH", "typeset math")
+DECK_BROKEN = (DECK.replace("READY", '"loading"').replace("MATH", "$$x^2$$").replace("../dot.png", "../missing.png")
+               .replace("</head>", '<script src="OUTSIDE/reveal.js"></script></head>'))
+
+
 @pytest.fixture(scope="module")
 def fake_site(tmp_path_factory, serve):
     root = tmp_path_factory.mktemp("fake_site")
@@ -147,6 +161,9 @@ def fake_site(tmp_path_factory, serve):
     (root / "wide.png").write_bytes(_png(400, 20))     # 400 px wide, shown at 300 px or less
     (root / "heavy.js").write_text("// " + "x" * 20_000 + "\n")
     (root / PDF_NAME).write_bytes(b"%PDF-1.4\n% a stand-in\n%%EOF\n")
+    (root / "slides").mkdir()
+    (root / "slides" / "01_ok.slides.html").write_text(DECK_OK)
+    (root / "slides" / "02_broken.slides.html").write_text(DECK_BROKEN.replace("OUTSIDE/", outside.base_url))
     (root / "_static").mkdir()
     (root / "_static" / "asset.html").write_text("<p>not a page</p>")
     return root, serve(root)
@@ -155,6 +172,21 @@ def fake_site(tmp_path_factory, serve):
 def test_pages_are_discovered_without_assets(fake_site):
     root, _ = fake_site
     assert site_pages(root) == ["broken.html", "clean.html", "menu_broken.html", "menu_ok.html", "reader.html"]
+
+
+def test_decks_are_found_apart_from_the_pages(fake_site):
+    root, _ = fake_site
+    assert site_decks(root) == ["slides/01_ok.slides.html", "slides/02_broken.slides.html"]
+
+
+def test_deck_check(browser, fake_site):
+    _, server = fake_site
+    open_page(browser, server.url("slides/01_ok.slides.html"))
+    assert check_deck(browser, server.base_url) == []
+    open_page(browser, server.url("slides/02_broken.slides.html"))
+    problems = "\n".join(check_deck(browser, server.base_url, timeout=1.0))
+    for expected in ("reveal.js did not start", "no picture shows", "raw math", "loads from outside the site"):
+        assert expected in problems, (expected, problems)
 
 
 def test_clean_page_passes(browser, fake_site):

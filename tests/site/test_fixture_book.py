@@ -9,23 +9,34 @@ build fails even without ``-W``, the failed chapter carries its banner, and the 
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sitecheck import check_phone_menu, check_solutions_open, open_page, page_problems, site_pages
+from sitecheck import (
+    check_phone_menu,
+    check_solutions_open,
+    open_page,
+    page_problems,
+    site_pages,
+    solutions_on_page,
+)
 
 FIXTURE = Path(__file__).resolve().parent / "fixture_book"
 JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
 
 
-def _build(out: Path, toc: str, *strict: str) -> subprocess.CompletedProcess:
+def _build(out: Path, toc: str, *strict: str, edition: str | None = None) -> subprocess.CompletedProcess:
     if not JUPYTER_BOOK.exists():
         pytest.fail(f"no {JUPYTER_BOOK}: run the site test with the project's venv (`make test-site`)")
+    env = {k: v for k, v in os.environ.items() if k != "XAI_BOOK_EDITION"}
+    if edition is not None:
+        env["XAI_BOOK_EDITION"] = edition
     return subprocess.run(
         [str(JUPYTER_BOOK), "build", str(FIXTURE), "--toc", str(FIXTURE / toc), "--path-output", str(out), *strict],
-        capture_output=True, text=True, timeout=600, check=False)
+        capture_output=True, text=True, timeout=600, check=False, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +45,17 @@ def good_site(tmp_path_factory, serve):
     result = _build(out, "_toc.yml", "-n", "-W", "--keep-going")
     assert result.returncode == 0, (
         f"the fixture book does not build strictly:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    site = out / "_build" / "html"
+    return site, serve(site)
+
+
+@pytest.fixture(scope="module")
+def student_site(tmp_path_factory, serve):
+    """The same fixture book in the student edition (``XAI_BOOK_EDITION=student``)."""
+    out = tmp_path_factory.mktemp("fixture_student")
+    result = _build(out, "_toc.yml", "-n", "-W", "--keep-going", edition="student")
+    assert result.returncode == 0, (
+        f"the student edition does not build strictly:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     site = out / "_build" / "html"
     return site, serve(site)
 
@@ -123,3 +145,45 @@ def test_source_shown_as_markdown_is_highlighted(good_site):
     output = html[html.index("Library source shown"):]
     highlighted = '<div class="highlight-python notranslate"><div class="highlight"><pre><span></span>'
     assert highlighted + '<span class="k">def</span>' in output
+
+
+# --- the two editions --------------------------------------------------------------------------------
+
+#: Text that only the worked solutions of solutions.md show (a prose line and a printed answer).
+SOLUTION_TEXT = ("Multiply: the cell below prints the product.", "six times seven is 42")
+EXERCISE_TEXT = ("What is six times seven?", "Draw the line y = 2x")
+
+
+def test_the_instructor_edition_keeps_the_solutions(browser, good_site):
+    """The default build is the instructor edition: both solutions and their cells are on the page
+    (so that the student test below has something to find missing)."""
+    _, server = good_site
+    open_page(browser, server.url("solutions.html"))
+    found = solutions_on_page(browser)
+    assert found["solutions"] == ["Solution to exercise 1", "Solution to exercise 2"], found
+    assert found["solution_cells"] == 3 and not found["withheld_notes"], found
+    assert all(s in found["text"] for s in SOLUTION_TEXT + EXERCISE_TEXT), found["text"][:500]
+
+
+def test_the_student_edition_leaves_the_solutions_out(browser, student_site):
+    """XAI_BOOK_EDITION=student: no solution, no solution cell and none of their text, one note in
+    their place; the exercises and the hint stay, and the page passes every check of the site."""
+    site, server = student_site
+    problems = page_problems(browser, server.url("solutions.html"), site, server.base_url)
+    assert not problems, "solutions.html (student):\n  " + "\n  ".join(problems)
+    found = solutions_on_page(browser)
+    assert found["solutions"] == [] and found["solution_cells"] == 0, found
+    assert found["withheld_notes"] == 1, found
+    assert found["hints"] == ["Hint for exercise 3"], found
+    assert not [s for s in SOLUTION_TEXT if s in found["text"]], found["text"][:500]
+    assert all(s in found["text"] for s in EXERCISE_TEXT), found["text"][:500]
+    html = (site / "solutions.html").read_text(encoding="utf-8")
+    assert "six times seven is" not in html and "tag_solution" not in html
+    pdf = (site / "explaining-cnns.pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and b"student edition" in pdf, "the student site must not serve the PDF"
+
+
+def test_an_unknown_edition_stops_the_build(tmp_path):
+    result = _build(tmp_path, "_toc.yml", edition="teacher")
+    assert result.returncode != 0
+    assert "it must be one of instructor, student" in result.stdout + result.stderr

@@ -15,6 +15,10 @@ precomputed for the combination its controls show. Screenshots at desktop and ph
 ``XAI_SCREENSHOT_DIR`` (default ``_build/screenshots``; ``make screenshots`` refreshes the ones in
 ``docs/screenshots/``).
 
+The teaching kit (issue 30): the student edition (``XAI_STUDENT_SITE_DIR``, default
+``_build/html-student``) shows the exercises of every chapter and none of their solutions, and a
+deck of slides (``slides/``) starts, shows its figures and loads nothing from outside.
+
 The same test runs on any Jupyter Book built with the book's extensions, such as the small
 fixture book of tests/site/fixture_book (``XAI_SITE_DIR=...``): the tests that need the book's own
 chapters (explorers, Colab buttons, screenshots of chapter 9) are skipped on another site.
@@ -30,11 +34,14 @@ import yaml
 from sitecheck import (
     PDF_NAME,
     check_console,
+    check_deck,
     check_phone_menu,
     explorer_state,
     open_page,
     page_problems,
+    site_decks,
     site_pages,
+    solutions_on_page,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +50,10 @@ SCREENSHOTS = Path(os.environ.get("XAI_SCREENSHOT_DIR", ROOT / "_build" / "scree
 PAGES = site_pages(SITE) if SITE.is_dir() else []
 EXPLORER_PAGES = [p for p in PAGES if 'class="xai-explorer"' in (SITE / p).read_text(encoding="utf-8")]
 PHONE = (420, 900)
+# The student edition (make book-student / test-book-student) and the decks (make slides / test-slides).
+STUDENT_SITE = Path(os.environ.get("XAI_STUDENT_SITE_DIR", ROOT / "_build" / "html-student")).resolve()
+# Under `make test` both must be there; a plain `make test-site` skips what was not built.
+KIT_REQUIRED = bool(os.environ.get("XAI_TEACHING_KIT_REQUIRED"))
 
 if "XAI_SITE_DIR" not in os.environ and not (SITE / "index.html").is_file():
     # A plain `pytest` before any build; `make test-site` always sets XAI_SITE_DIR, and fails instead.
@@ -335,3 +346,66 @@ def test_math_is_typeset_offline(browser, site):
     open_page(browser, site.url(math_pages[0]))
     typeset = browser.execute_script("return document.querySelectorAll('.math mjx-container').length;")
     assert typeset > 0, f"{math_pages[0]}: math was not typeset"
+
+
+# --- the teaching kit: the student edition and the slides --------------------------------------------
+
+def _needs(path: Path, what: str, how: str) -> None:
+    if path.exists():
+        return
+    if KIT_REQUIRED:
+        pytest.fail(f"no {what} in {path}: run `{how}`")
+    pytest.skip(f"no {what} in {path} (`{how}` builds it)")
+
+
+def _student_chapters() -> list[str]:
+    return sorted(p.name for p in STUDENT_SITE.glob("[0-9][0-9]_*.html")) if STUDENT_SITE.is_dir() else []
+
+
+@book_only
+def test_the_student_edition_has_no_solutions():
+    """Every chapter of the student edition keeps its exercises and loses its solutions, which the
+    default edition shows (so each chapter has something to lose)."""
+    _needs(STUDENT_SITE / "index.html", "student edition", "make book-student")
+    chapters = _student_chapters()
+    assert chapters == sorted(p for p in PAGES if re.match(r"\d\d_", p)), chapters
+    for name in chapters:
+        student = (STUDENT_SITE / name).read_text(encoding="utf-8")
+        instructor = (SITE / name).read_text(encoding="utf-8")
+        assert ">Solution to exercise 1<" in instructor, f"{name}: the default edition shows no solution"
+        assert "Solution to exercise" not in student and "tag_solution" not in student, name
+        assert 'id="exercises"' in student and "xai-solutions-withheld" in student, name
+
+
+@book_only
+def test_a_student_page_in_the_browser(browser, serve):
+    """The first chapter of the student edition, opened: it passes every check of a page, shows no
+    solution and no solution cell, and says where the solutions are; the exercises are there."""
+    _needs(STUDENT_SITE / "index.html", "student edition", "make book-student")
+    server = serve(STUDENT_SITE)
+    page = _student_chapters()[0]
+    problems = page_problems(browser, server.url(page), STUDENT_SITE, server.base_url)
+    assert not problems, f"{page} (student):\n  " + "\n  ".join(problems)
+    found = solutions_on_page(browser)
+    assert found["solutions"] == [] and found["solution_cells"] == 0, found
+    assert found["withheld_notes"] >= 1 and "student edition" in found["text"], found["withheld_notes"]
+    assert browser.execute_script("return !!document.querySelector('#exercises ol li');"), "no exercises"
+
+
+@book_only
+def test_every_chapter_has_a_deck():
+    _needs(SITE / "slides", "slides", "make slides")
+    chapters = sorted(p[:-len(".html")] for p in PAGES if re.match(r"\d\d_", p))
+    assert site_decks(SITE) == [f"slides/{c}.slides.html" for c in chapters]
+
+
+def test_a_deck_starts_offline_with_its_figures(browser, site):
+    """The first deck: reveal.js starts from the site's copy, a figure shows, math is typeset, and
+    nothing is loaded from outside; the worked solutions are not in it."""
+    _needs(SITE / "slides", "slides", "make slides")
+    decks = site_decks(SITE)
+    assert decks, f"no deck in {SITE / 'slides'}"
+    open_page(browser, site.url(decks[0]))
+    problems = check_deck(browser, site.base_url)
+    assert not problems, f"{decks[0]}:\n  " + "\n  ".join(problems)
+    assert "Solution to exercise" not in (SITE / decks[0]).read_text(encoding="utf-8")
