@@ -216,7 +216,7 @@ def test_the_semester_has_fourteen_weeks_and_every_chapter_once():
     # the page's arithmetic: 5 weeks of background (chapters 1-8) and one a chapter after them
     background = [w for w, names in weeks.items() if all(int(n[:2]) <= 8 for n in names)]
     assert len(background) == 5 and len(weeks) - len(background) == 9
-    assert "5 + 9 = 14 weeks and all 17 chapters" in page("teaching")
+    assert "5 + 9 = 14 weeks and all 18 chapters" in page("teaching")
 
 
 def test_the_intensive_has_five_days_and_names_the_rest():
@@ -226,10 +226,10 @@ def test_the_intensive_has_five_days_and_names_the_rest():
     in_days = [name for names in days.values() for name in names]
     assert len(in_days) == len(set(in_days)) == 12
     rest = sorted(set(toc_chapters(toc())) - set(in_days))
-    # the prose before the table names the others: 2-5 before the week, 15 afterwards
+    # the prose before the table names the others: 2-5 before the week, 15 and 18 afterwards
     assert rest == ["02_gradient_descent", "03_perceptron", "04_mlp_xor", "05_backpropagation",
-                    "15_trust_benchmarks"], rest
-    assert "4 + 12 + 1 = 17 chapters" in plan and "(4 + 2 + 2 + 2 + 2)" in plan
+                    "15_trust_benchmarks", "18_blackbox_and_fooled"], rest
+    assert "4 + 12 + 2 = 18 chapters" in plan and "(4 + 2 + 2 + 2 + 2)" in plan
     assert [len(n) for n in days.values()] == [4, 2, 2, 2, 2]
 
 
