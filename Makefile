@@ -3,8 +3,9 @@
 #               (with a reveal.js deck of slides per chapter -> _build/html/slides/)
 #   make book-student  the same website without the worked solutions -> _build/html-student/
 #   make pdf    builds the same book as one PDF              -> _build/latex/explaining-cnns.pdf
+#   make problem-sets  the graded problem sets (otter-grader)  -> _build/problem_sets/weekNN/
 #   make test   unit tests, the type checker, the linter, the wheel in a fresh venv, every chapter under nbval,
-#               a strict book build, the PDF, the browser test, the Colab-start simulation
+#               a strict book build, the PDF, the problem sets graded, the browser test, the Colab-start simulation
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -21,7 +22,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # (xai_helpers.training.train_small_cnn); emptied at the start of every run that executes the book.
 export XAI_MODEL_CACHE := $(ROOT)/_build/models
 
-.PHONY: venv book book-student slides pdf latex-tools test test-robustness test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-site test-colab screenshots chromium mathjax reveal bench notebooks clean
+.PHONY: venv book book-student slides pdf latex-tools problem-sets test test-robustness test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-problem-sets test-site test-colab screenshots chromium mathjax reveal bench notebooks clean
 
 # MathJax is served by the site itself (no CDN): a pinned npm release, checked against its
 # registry integrity hash, unpacked into _build/mathjax/_static/mathjax/ and copied into the site by
@@ -47,6 +48,17 @@ MAKE_SLIDES := $(BIN)/python book/_ext/make_slides.py --reveal $(REVEAL_DIR)
 STUDENT_DIR := $(ROOT)/_build/html-student
 STUDENT_BUILD := $(ROOT)/_build/student
 STUDENT_INTO_PLACE := rm -rf $(STUDENT_DIR) && mv $(STUDENT_BUILD)/_build/html $(STUDENT_DIR)
+
+# The graded problem sets, one per week of the course plan (problem_sets/README.md): each master
+# problem_sets/weekNN.md (MyST, solutions and tests marked for otter-grader) becomes a notebook, and
+# `otter assign` splits it into _build/problem_sets/weekNN/student/weekNN.ipynb (blank answers,
+# public tests) and _build/problem_sets/weekNN/autograder/ (the solution, and a zip with every test,
+# hidden ones included, for `otter run` or Gradescope). The student notebooks go into each website
+# built, under problem_sets/, where the teaching page links them.
+PROBLEM_SETS := $(ROOT)/_build/problem_sets
+PROBLEM_SETS_INTO = mkdir -p $(1)/problem_sets && cp $(PROBLEM_SETS)/week*/student/week*.ipynb $(1)/problem_sets/
+PROBLEM_SETS_INTO_SITES := for d in $(SITE_DIR) $(STUDENT_DIR); do \
+	  if [ -d $$d ]; then $(call PROBLEM_SETS_INTO,$$d); fi; done
 
 venv: $(STAMP)
 
@@ -85,23 +97,35 @@ $(REVEAL):
 	rm -rf $(ROOT)/_build/reveal-pack
 
 # The website, then a deck of slides per chapter from the notebooks the build executed.
-book: $(STAMP) $(MATHJAX) $(REVEAL)
+book: $(STAMP) $(MATHJAX) $(REVEAL) problem-sets
 	rm -rf $(XAI_MODEL_CACHE)
 	$(JB) -n -W --keep-going
 	$(MAKE_SLIDES) --executed $(ROOT)/_build/jupyter_execute --out $(ROOT)/_build/html/slides
+	$(call PROBLEM_SETS_INTO,$(ROOT)/_build/html)
 	@echo "The book is at $(ROOT)/_build/html/index.html"
 
 # The student edition, executed afresh as `make book` is (the decks leave the solutions out too).
-book-student: $(STAMP) $(MATHJAX) $(REVEAL)
+book-student: $(STAMP) $(MATHJAX) $(REVEAL) problem-sets
 	rm -rf $(XAI_MODEL_CACHE)
 	XAI_BOOK_EDITION=student $(JB) --path-output $(STUDENT_BUILD) -n -W --keep-going
 	$(STUDENT_INTO_PLACE)
 	$(MAKE_SLIDES) --executed $(STUDENT_BUILD)/_build/jupyter_execute --out $(STUDENT_DIR)/slides
+	$(call PROBLEM_SETS_INTO,$(STUDENT_DIR))
 	@echo "The student edition is at $(STUDENT_DIR)/index.html"
 
 # The decks again, into the website built last (after `make book`; `make test` runs test-slides).
 slides: $(STAMP) $(REVEAL)
 	$(MAKE_SLIDES) --executed $(ROOT)/_build/jupyter_execute --out $(SITE_DIR)/slides
+
+# The problem sets, assigned afresh (a few seconds each; no notebook is executed here), and copied
+# into the websites already built.
+problem-sets: $(STAMP)
+	rm -rf $(PROBLEM_SETS) && mkdir -p $(PROBLEM_SETS)/masters
+	for f in problem_sets/week*.md; do w=$$(basename $${f%.md}); \
+	  $(BIN)/jupytext --quiet --to ipynb --output $(PROBLEM_SETS)/masters/$$w.ipynb $$f; \
+	  $(BIN)/python -m otter assign $(PROBLEM_SETS)/masters/$$w.ipynb $(PROBLEM_SETS)/$$w >/dev/null; done
+	$(PROBLEM_SETS_INTO_SITES)
+	@echo "The problem sets are in $(PROBLEM_SETS)/weekNN/{student,autograder}"
 
 # The book as one PDF, through Sphinx's LaTeX builder and XeLaTeX (configured under latex: and
 # sphinx.config.latex_* in _config.yml, arranged by book/_ext/xai_book_latex.py). --all re-reads
@@ -139,10 +163,10 @@ latex-tools:
 	  echo "== installing" $$missing "(Debian packages)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 
-test: test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-site test-colab
+test: test-unit typecheck lint test-wheel test-api test-notebooks test-book test-book-student test-slides test-pdf test-problem-sets test-site test-colab
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs --ignore=tests/pdf
+	$(BIN)/python -m pytest tests -q --ignore=tests/site --ignore=tests/colab --ignore=tests/packaging --ignore=tests/docs --ignore=tests/pdf --ignore=tests/problem_sets
 
 # The type checker, configured in pyproject.toml ([tool.mypy]).
 typecheck: $(STAMP)
@@ -193,12 +217,21 @@ test-pdf: $(STAMP) latex-tools
 	$(PDF_INTO_SITE)
 	XAI_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider
 
+# Every problem set, built by `make problem-sets`, graded with `otter run` as a lecturer would
+# (tests/problem_sets, about a minute): the master's solution gets full marks, the student notebook
+# as handed out gets none, and it holds no solution and no hidden test. Then the student notebooks
+# go into the websites built before (test-site follows links to them from the teaching page).
+test-problem-sets: $(STAMP) problem-sets
+	XAI_PROBLEM_SETS_DIR=$(PROBLEM_SETS) $(BIN)/python -m pytest tests/problem_sets -q -p no:cacheprovider
+	$(PROBLEM_SETS_INTO_SITES)
+
 # Headless Chromium opens every page of the built site (run test-book or book first; in make test
 # the PDF is built before, so the site must serve it), a page of the student edition and a deck
 # of slides. It also builds and checks the small fixture book of tests/site/fixture_book, in both
 # editions (a few seconds). SITE_DIR=... checks another build. Under `make test` the student edition
-# and the decks must be there; on their own, the tests of what was not built are skipped.
-test-site: $(STAMP) chromium
+# and the decks must be there; on their own, the tests of what was not built are skipped. The
+# problem sets are assigned and copied into the sites first (the teaching page links them).
+test-site: $(STAMP) chromium problem-sets
 	XAI_SITE_DIR=$(SITE_DIR) XAI_STUDENT_SITE_DIR=$(STUDENT_DIR) \
 	  XAI_TEACHING_KIT_REQUIRED=$(if $(filter test,$(MAKECMDGOALS)),1,) \
 	  $(BIN)/python -m pytest tests/site -q -p no:cacheprovider

@@ -3,8 +3,9 @@
 What can be checked without reading: every chapter of ``_toc.yml`` is in the week plan; every
 chapter reference on the kit's pages names an existing label; every symbol on the notation page
 occurs in the mathematics of each chapter it is listed for, and in at least two chapters; the
-teaching page has its paired notebook (the site's Colab button opens it). Each checker is also run
-on a broken input, to show that it can fail.
+teaching page has its paired notebook (the site's Colab button opens it); every week of the plan
+has its graded problem set on the week's chapters. Each checker is also run on a broken input, to
+show that it can fail.
 """
 from __future__ import annotations
 
@@ -271,6 +272,60 @@ def test_every_part_has_quiz_questions_with_answers():
         assert len(questions) >= 2 and "**Exam.**" in section, title
         assert answers, f"{title}: no folded 'Solution...' admonition"
         assert len(re.findall(r"^\d+\. ", answers.group(2), flags=re.M)) == len(questions), title
+
+
+# --- the problem sets --------------------------------------------------------------------------------
+
+def problem_set_name(week: str) -> str:
+    """The problem set of a week of the plan: '1' -> 'week01', '6b (optional)' -> 'week06b'."""
+    number, suffix = re.match(r"(\d+)([a-z]*)", week).groups()
+    return f"week{int(number):02d}{suffix}"
+
+
+def problem_set_chapters(master: str) -> list[str]:
+    """The chapters a master names in its first paragraph, 'Chapters 1 (*...*) and 2 (*...*)': ['01', '02']."""
+    intro = re.search(r"^# Problem set[^\n]*\n\n(.*?)\n\n", master, re.M | re.S)
+    return [] if intro is None else [f"{int(n):02d}" for n in re.findall(r"(\d+) \(\*", intro.group(1))]
+
+
+def problem_set_problems(weeks: dict[str, list[str]], masters: dict[str, str]) -> list[str]:
+    """Each week of the plan has its master problem_sets/weekNN.md on the week's chapters, and no
+    master is left over; ``masters`` maps a file stem to its text."""
+    problems = []
+    by_name = {problem_set_name(week): chapters for week, chapters in weeks.items()}
+    for name, chapters in by_name.items():
+        if name not in masters:
+            problems.append(f"no problem_sets/{name}.md for its week of the plan")
+        elif problem_set_chapters(masters[name]) != [c[:2] for c in chapters]:
+            problems.append(f"problem_sets/{name}.md names chapters {problem_set_chapters(masters[name])}, "
+                            f"its week has {[c[:2] for c in chapters]}")
+    problems += [f"problem_sets/{name}.md is in no week of the plan" for name in sorted(set(masters) - set(by_name))]
+    return problems
+
+
+def masters() -> dict[str, str]:
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "problem_sets").glob("week*.md"))}
+
+
+def test_every_week_has_its_problem_set():
+    weeks = week_plan(page("teaching"))
+    assert len(masters()) == len(weeks) == 10
+    problems = problem_set_problems(weeks, masters())
+    assert not problems, "\n  ".join(problems)
+    assert "## Graded problem sets" in page("teaching") and 'f"problem_sets/{name}.ipynb"' in page("teaching")
+
+
+def test_the_problem_set_checker_can_fail():
+    weeks, found = week_plan(page("teaching")), masters()
+    assert problem_set_name("6b (optional)") == "week06b" and problem_set_name("7") == "week07"
+    assert problem_set_chapters(found["week06b"]) == ["11"]
+    without = {k: v for k, v in found.items() if k != "week05"}
+    assert problem_set_problems(weeks, without) == ["no problem_sets/week05.md for its week of the plan"]
+    moved = dict(found, week05=found["week05"].replace("Chapter 9 (*", "Chapter 10 (*"))
+    assert problem_set_problems(weeks, moved) == [
+        "problem_sets/week05.md names chapters ['10'], its week has ['09']"]
+    extra = dict(found, week08=found["week07"])
+    assert problem_set_problems(weeks, extra) == ["problem_sets/week08.md is in no week of the plan"]
 
 
 # --- references and notation -----------------------------------------------------------------------

@@ -17,7 +17,9 @@ precomputed for the combination its controls show. Screenshots at desktop and ph
 
 The teaching kit (issue 30): the student edition (``XAI_STUDENT_SITE_DIR``, default
 ``_build/html-student``) shows the exercises of every chapter and none of their solutions, and a
-deck of slides (``slides/``) starts, shows its figures and loads nothing from outside.
+deck of slides (``slides/``) starts, shows its figures and loads nothing from outside; the teaching
+page links a graded problem set per week (``problem_sets/weekNN.ipynb``, copied in by ``make
+problem-sets``), and each link opens a student notebook that the site serves, without solutions.
 
 The same test runs on any Jupyter Book built with the book's extensions, such as the small
 fixture book of tests/site/fixture_book (``XAI_SITE_DIR=...``): the tests that need the book's own
@@ -27,8 +29,11 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
+import nbformat
 import pytest
 import yaml
 from sitecheck import (
@@ -409,3 +414,54 @@ def test_a_deck_starts_offline_with_its_figures(browser, site):
     problems = check_deck(browser, site.base_url)
     assert not problems, f"{decks[0]}:\n  " + "\n  ".join(problems)
     assert "Solution to exercise" not in (SITE / decks[0]).read_text(encoding="utf-8")
+
+
+def _problem_set_links(html: str) -> list[str]:
+    """The links of a page to the problem sets, as written in its HTML."""
+    return sorted(set(re.findall(r'href="(problem_sets/[^"#]+\.ipynb)"', html)))
+
+
+def _is_student_notebook(text: str) -> bool:
+    """A valid notebook with otter's grader and a check of question 1, and no solution markers."""
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    return "otter.Notebook(" in code and 'grader.check("q1")' in code and "SOLUTION" not in code
+
+
+@book_only
+def test_the_problem_sets_open_from_the_teaching_page(browser, site):
+    """The teaching page, opened in the browser, links one problem set per master of problem_sets/;
+    every link leads to a file of the site, which the site's server serves as a student notebook.
+    The student edition's teaching page links the same notebooks, and its site has them too."""
+    _needs(SITE / "problem_sets", "problem sets", "make problem-sets")
+    masters = sorted(p.stem for p in (ROOT / "problem_sets").glob("week*.md"))
+    assert len(masters) == 10, masters
+    open_page(browser, site.url("teaching.html"))
+    hrefs = sorted(set(browser.execute_script(
+        "return Array.from(document.querySelectorAll('a[href]'), a => a.href)"
+        ".filter(h => /\\/problem_sets\\/[^\\/]+\\.ipynb$/.test(h));")))
+    assert [Path(urlparse(h).path).stem for h in hrefs] == masters, hrefs
+    for href in hrefs:
+        assert href.startswith(site.base_url), href
+        rel = urlparse(href).path.lstrip("/")
+        assert (SITE / rel).is_file(), f"the teaching page links {rel}, which is not in {SITE}"
+        with urllib.request.urlopen(href, timeout=10) as response:
+            assert response.status == 200 and _is_student_notebook(response.read().decode("utf-8")), href
+    if (STUDENT_SITE / "teaching.html").is_file():
+        _needs(STUDENT_SITE / "problem_sets", "problem sets in the student edition", "make problem-sets")
+        links = _problem_set_links((STUDENT_SITE / "teaching.html").read_text(encoding="utf-8"))
+        assert links == [f"problem_sets/{m}.ipynb" for m in masters], links
+        assert all(_is_student_notebook((STUDENT_SITE / link).read_text(encoding="utf-8")) for link in links)
+
+
+def test_the_problem_set_checks_can_fail():
+    page = '<a href="problem_sets/week01.ipynb">1</a> <a href="problem_sets/week01.ipynb#x">again</a>'
+    assert _problem_set_links(page) == ["problem_sets/week01.ipynb"]
+    solution = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('import otter\ngrader = otter.Notebook("week01.ipynb")'),
+        nbformat.v4.new_code_cell("def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION"),
+        nbformat.v4.new_code_cell('grader.check("q1")')])
+    assert not _is_student_notebook(nbformat.writes(solution))
+    solution.cells[1].source = "def f():\n    ..."
+    assert _is_student_notebook(nbformat.writes(solution))
