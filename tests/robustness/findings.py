@@ -87,6 +87,12 @@ def cue_shapes():
 
 
 # ----------------------------------------------------------------------------- 1. training converges
+def explained_shapes(model, test, n: int):
+    """The first ``n`` shapes of ``test`` that ``model`` classifies correctly: images, labels, masks."""
+    correct = (predict(model, test.images) == test.labels).nonzero()[:, 0][:n]
+    return test.images[correct], test.labels[correct], test.masks[correct]
+
+
 @lru_cache(maxsize=None)
 def shapes_model_of(seed: int):
     train, _ = shapes()
@@ -295,8 +301,7 @@ def shape_methods() -> dict[str, Callable]:
 def localisation(seed: int) -> Claims:
     _, test = shapes_13()
     model = shapes_model_of(seed)
-    correct = (predict(model, test.images) == test.labels).nonzero()[:, 0][:96]
-    x, y, masks = test.images[correct], test.labels[correct], test.masks[correct]
+    x, y, masks = explained_shapes(model, test, 96)
     methods = shape_methods()
     maps = {name: method(model, x, y) for name, method in methods.items()}
     maps["brightness"] = rescale_maps(x.mean(1))
@@ -509,8 +514,7 @@ def fooled(seed: int) -> Claims:
 
     train, test = shapes()
     model = shapes_model_of(seed)
-    correct = (predict(model, test.images) == test.labels).nonzero()[:, 0][:24]
-    x, y, masks = test.images[correct], test.labels[correct], test.masks[correct]
+    x, y, masks = explained_shapes(model, test, 24)
     claims: Claims = {"test accuracy": above(accuracy(model, test.images, test.labels), 0.9)}
     # 1. localisation and insertion, the gradient methods against the black box at two budgets
     maps = {"saliency": heat("saliency", model, x, y), "grad_cam": heat("grad_cam", model, x, y, layer="relu3"),
@@ -521,12 +525,12 @@ def fooled(seed: int) -> Claims:
     energy = {name: energy_in_mask(m, masks) for name, m in maps.items()}
     insertion = {name: deletion_and_insertion(model, x, m, y, step=0.05, baseline=0.5)[1].auc
                  for name, m in maps.items()}
+    pointing = {name: pointing_game(m, masks, tolerance=4).float().mean() for name, m in maps.items()}
     for name in maps:
         claims[f"energy {name}"] = measured(energy[name].mean())
         claims[f"insertion {name}"] = measured(insertion[name].mean())
-        claims[f"pointing (4 px) {name}"] = measured(pointing_game(maps[name], masks, tolerance=4).float().mean())
+        claims[f"pointing (4 px) {name}"] = measured(pointing[name])
     agnostic = [f"{m} {b}" for m in ("rise", "lime", "kernel_shap") for b in BLACKBOX_BUDGETS]
-    pointing = {name: pointing_game(m, masks, tolerance=4).float().mean() for name, m in maps.items()}
     claims["energy grad_cam - best agnostic"] = above(
         energy["grad_cam"].mean() - max(energy[a].mean() for a in agnostic), 0.05)
     claims["pointing grad_cam - best agnostic"] = above(
@@ -571,12 +575,12 @@ def fooled(seed: int) -> Claims:
     left = target.bool().expand(len(x), 32, 32)
     share = {}
     for title, net in (("original", model), ("fooled", fooled_model)):
-        share[title, "target"] = energy_in_mask(heat("grad_cam", net, x, y, layer="relu3"), left).mean()
-        share[title, "grad_cam"] = energy_in_mask(heat("grad_cam", net, x, y, layer="relu3"), masks).mean()
+        cam = heat("grad_cam", net, x, y, layer="relu3")
+        share[title, "target"] = energy_in_mask(cam, left).mean()
+        share[title, "grad_cam"] = energy_in_mask(cam, masks).mean()
         share[title, "rise"] = energy_in_mask(heat("rise", net, x, y, n_masks=512, grid=4, seed=0), masks).mean()
         share[title, "saliency"] = energy_in_mask(heat("saliency", net, x, y), masks).mean()
-        claims[f"{title}: grad_cam pointing (4 px)"] = measured(
-            pointing_game(heat("grad_cam", net, x, y, layer="relu3"), masks, tolerance=4).float().mean())
+        claims[f"{title}: grad_cam pointing (4 px)"] = measured(pointing_game(cam, masks, tolerance=4).float().mean())
         for key in ("target", "grad_cam", "rise", "saliency"):
             claims[f"{title}: energy {key}"] = measured(share[title, key])
     claims["fooled: grad_cam energy in target"] = above(share["fooled", "target"], 0.3)
