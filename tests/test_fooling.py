@@ -76,11 +76,18 @@ def test_max_sensitivity_of_the_identity_map_is_the_largest_perturbation():
         return images
 
     radius, n = 0.05, 12
-    result = max_sensitivity(identity, model, x, 0, radius=radius, n_samples=n, keep_prediction=False)
-    assert len(seen) == n + 1 and torch.equal(seen[0], x)
-    moved = torch.stack([(s - x).flatten(1).norm(dim=1) for s in seen[1:]])  # [n, B]
+    result = max_sensitivity(identity, model, x, 0, radius=radius, n_samples=n, keep_prediction=False, chunk_size=5)
+    # x first, then the n * B noisy images, sample by sample, in chunks of at most 5
+    assert torch.equal(seen[0], x) and [len(s) for s in seen[1:]] == [5, 5, 5, 5, 4]
+    noisy = torch.cat(seen[1:]).view(n, *x.shape)                              # [n, B, C, H, W]
+    moved = torch.stack([(s - x).flatten(1).norm(dim=1) for s in noisy])       # [n, B]
     assert torch.allclose(result, moved.amax(0) / x.flatten(1).norm(dim=1))
-    assert all(bool((s - x).abs().max() <= radius + 1e-12) for s in seen[1:])
+    assert bool((noisy - x).abs().max() <= radius + 1e-12)
+    assert torch.allclose(noisy[:, 0] - x[0], noisy[:, 1] - x[1], rtol=0, atol=1e-12)   # the same draws for both
+    # the map at x, if the caller has it, is not computed again; the chunks do not change the result
+    seen.clear()
+    given = max_sensitivity(identity, model, x, 0, radius=radius, n_samples=n, keep_prediction=False, map_at_x=x)
+    assert len(seen) == 1 and seen[0].shape[0] == n * 2 and torch.allclose(given, result, rtol=0, atol=1e-12)
     # uniform noise in [-r, r]^D has ||d|| close to r sqrt(D / 3), and never above r sqrt(D)
     d = 3 * 16 * 16
     assert (result * x.flatten(1).norm(dim=1) <= radius * math.sqrt(d)).all()
@@ -112,9 +119,11 @@ def test_max_sensitivity_counts_only_perturbations_that_keep_the_prediction():
         return images
 
     result = max_sensitivity(identity, model, x, 0, radius=0.05, n_samples=40, seed=3)
-    kept = [bool(model(s).argmax(1) == 0) for s in seen[1:]]
+    noisy = torch.cat(seen[1:])[:, None]                 # [40, 1, C, H, W]: each noisy image as a batch of one
+    assert len(noisy) == 40
+    kept = [bool(model(s).argmax(1) == 0) for s in noisy]
     assert 0 < sum(kept) < len(kept)  # some perturbations flip it
-    ratios = [float((s - x).norm() / x.norm()) for s in seen[1:]]
+    ratios = [float((s - x).norm() / x.norm()) for s in noisy]
     assert math.isclose(float(result), max(r for r, k in zip(ratios, kept) if k), rel_tol=1e-12)
     assert float(
         max_sensitivity(identity, model, x, 0, radius=0.05, n_samples=40, seed=3, keep_prediction=False)
@@ -143,6 +152,10 @@ def test_max_sensitivity_errors():
         max_sensitivity(saliency, model, x, 0, n_samples=0)
     with pytest.raises(KeyError, match="no attribution method"):
         max_sensitivity("salincy", model, x, 0)
+    with pytest.raises(ValueError, match="one map per image"):
+        max_sensitivity(saliency, model, x, 0, map_at_x=torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match="chunk_size"):
+        max_sensitivity(saliency, model, x, 0, chunk_size=0)
 
 
 # ----------------------------------------------------------------------------- the softplus copy

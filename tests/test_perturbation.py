@@ -119,3 +119,12 @@ def test_without_chunk_size_occlusion_runs_default_chunk_size_images_a_pass(monk
     sizes = count.forward_batches
     assert sizes[0] == 1 and max(sizes[1:]) == 3 and sum(sizes[1:]) == 49   # the clean image, then 7 x 7 windows
     assert torch.allclose(by_default, reference, atol=1e-12)
+
+
+def test_occlusion_chunks_are_equal_not_a_full_run_and_a_remainder():
+    model = tiny_model().eval()
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    with count_passes(model) as count:
+        chunked = occlusion(model, x, 0, window=4, stride=2, chunk_size=4)   # 3 x 3 = 9 windows
+    assert count.forward_batches == [1, 3, 3, 3]                             # the clean image, then 9 as 3 + 3 + 3
+    assert torch.allclose(chunked, occlusion(model, x, 0, window=4, stride=2, chunk_size=1), atol=1e-12)

@@ -199,6 +199,17 @@ def test_store_resumes_and_merges(tmp_path):
     assert rows[0].detail == {"k": 1} and math.isnan(rows[1].value) and rows[1].message == "boom"
 
 
+def test_store_commits_an_image_with_its_rows(tmp_path):
+    # A killed run loses the image in progress, never a finished one: rows land with note_image.
+    store = ResultStore(tmp_path / "s.sqlite")
+    store.add(Row("i1", "m", "c", 0.5, {}))
+    store.add(Row("i1", "m", "d", 0.25, {}))
+    assert ResultStore(tmp_path / "s.sqlite").done() == set()
+    store.note_image("i1", "ok")
+    assert ResultStore(tmp_path / "s.sqlite").done() == {("i1", "m", "c"), ("i1", "m", "d")}
+    store.close()
+
+
 # ------------------------------------------------------------------------------------------ the command
 def write_pngs(folder: Path, n: int = 8, size: int = 32, seed: int = 0) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,24 @@ def test_closed_form_derivatives_match_autograd(activation, reference):
     (autograd,) = torch.autograd.grad(y.sum(), x)
     assert torch.allclose(activation.function(x.detach()), y.detach())
     assert torch.allclose(activation.derivative(x.detach()), autograd, atol=1e-12)
+    g = torch.randn(2000, dtype=torch.float64)   # the chain rule by ATen's kernel: f'(x) * g
+    assert torch.allclose(activation.chain(g, x.detach()), autograd * g, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["gradient", "guided"])
+def test_signal_shortcut_gives_what_backward_defines(rule):
+    """The rules written as f'(x) * s(g) give the same map through ``signal`` as through ``backward``."""
+    class ByBackward(type(as_rule(rule))):
+        def signal(self, g):
+            return None
+
+    net, x = Mixed().double(), torch.randn(5, 1, 2, 3, dtype=torch.float64)
+    nonzero = 0
+    for target in range(3):
+        shortcut = input_gradients(net, x, target, backward=rule)
+        assert torch.allclose(shortcut, input_gradients(net, x, target, backward=ByBackward()), atol=1e-12)
+        nonzero += int(shortcut.abs().max() > 0)
+    assert nonzero >= 2
 
 
 # ------------------------------------------- a hand-written net mixing modules and functional calls

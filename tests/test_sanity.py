@@ -127,6 +127,24 @@ def test_model_randomization_test_shapes_and_first_row():
     assert (result.spearman["gradient"][-1] < 0.9).all()     # a random network has other gradients
 
 
+def test_model_randomization_test_uses_the_original_maps_it_is_given():
+    torch.manual_seed(0)
+    model, x = SmallCNN(), torch.rand(2, 3, 32, 32)
+    models_seen = []
+
+    def gradient(m, images, t):
+        models_seen.append(m)
+        return reduce_channels(saliency(m, images, t))
+
+    full = model_randomization_test(model, x, [0, 1], {"g": gradient}, CASCADE, seed=0)
+    assert len(models_seen) == 4
+    models_seen.clear()
+    given = model_randomization_test(model, x, [0, 1], {"g": gradient}, CASCADE, seed=0,
+                                     original={"g": gradient(model, x, [0, 1])})
+    assert len(models_seen) == 1 + 3                       # the call above, then the three steps only
+    assert torch.allclose(given.maps["g"], full.maps["g"]) and torch.allclose(given.spearman["g"], full.spearman["g"])
+
+
 def test_a_method_must_return_maps():
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
         model_randomization_test(SmallCNN(), torch.rand(1, 3, 32, 32), 0, {"raw": saliency}, ["fc"])

@@ -90,14 +90,19 @@ __all__ = [
 # ----------------------------------------------------------------------------------- activations
 @dataclass(frozen=True)
 class Activation:
-    """One elementwise activation ``y = f(x)``: its name, ``f`` and its local derivative ``f'``.
+    """One elementwise activation ``y = f(x)``: its name, ``f``, its local derivative ``f'`` and the chain rule.
 
-    ``function(x)`` and ``derivative(x)`` map a tensor to one of the same shape.
+    ``function(x)`` and ``derivative(x)`` map a tensor to one of the same shape; ``chain(g, x)`` is
+    ``f'(x) * g``, computed by ATen's own backward kernel of the activation (one pass, no ``f'`` tensor).
     """
 
     name: str
     function: Callable[[torch.Tensor], torch.Tensor]
     derivative: Callable[[torch.Tensor], torch.Tensor]
+    chain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+_aten = torch.ops.aten
 
 
 def _step(condition: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -106,19 +111,20 @@ def _step(condition: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def relu() -> Activation:
     """``max(0, x)``; ``f' = [x > 0]``."""
-    return Activation("relu", torch.relu, lambda x: _step(x > 0, x))
+    return Activation("relu", torch.relu, lambda x: _step(x > 0, x), lambda g, x: _aten.threshold_backward(g, x, 0))
 
 
 def capped_relu(cap: float) -> Activation:
     """``min(max(0, x), cap)`` (ReLU6 for ``cap = 6``); ``f' = [0 < x < cap]``."""
     return Activation(f"relu{cap:g}" if cap != 6 else "relu6", lambda x: x.clamp(0, cap),
-                      lambda x: _step((x > 0) & (x < cap), x))
+                      lambda x: _step((x > 0) & (x < cap), x), lambda g, x: _aten.hardtanh_backward(g, x, 0, cap))
 
 
 def leaky_relu(slope: float) -> Activation:
     """``x`` for ``x > 0``, ``slope * x`` elsewhere; ``f'`` is 1 or ``slope``."""
     return Activation("leaky_relu", lambda x: F.leaky_relu(x, slope),
-                      lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype))
+                      lambda x: torch.where(x > 0, 1.0, slope).to(x.dtype),
+                      lambda g, x: _aten.leaky_relu_backward(g, x, slope, False))
 
 
 def silu() -> Activation:
@@ -128,7 +134,7 @@ def silu() -> Activation:
         s = torch.sigmoid(x)
         return s * (1 + x * (1 - s))
 
-    return Activation("silu", F.silu, derivative)
+    return Activation("silu", F.silu, derivative, _aten.silu_backward)
 
 
 def gelu(approximate: str = "none") -> Activation:
@@ -146,7 +152,8 @@ def gelu(approximate: str = "none") -> Activation:
             return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
     else:
         raise ValueError(f"unknown GELU approximation {approximate!r}")
-    return Activation("gelu", lambda x: F.gelu(x, approximate=approximate), derivative)
+    return Activation("gelu", lambda x: F.gelu(x, approximate=approximate), derivative,
+                      lambda g, x: _aten.gelu_backward(g, x, approximate=approximate))
 
 
 def hardswish() -> Activation:
@@ -155,7 +162,7 @@ def hardswish() -> Activation:
     def derivative(x: torch.Tensor) -> torch.Tensor:
         return torch.where(x < -3, 0.0, torch.where(x > 3, 1.0, (2 * x + 3) / 6)).to(x.dtype)
 
-    return Activation("hardswish", F.hardswish, derivative)
+    return Activation("hardswish", F.hardswish, derivative, _aten.hardswish_backward)
 
 
 #: Activation modules the rules apply to (their functional forms are recognised too).
@@ -261,7 +268,10 @@ class BackwardRule:
     ``backward`` to make a new rule (with any parameters in ``__init__``); :func:`relu_rule` does
     the rest. ``exact`` rules reproduce the true gradient, so they apply to any activation. A rule
     that never reads ``derivative`` sets ``uses_derivative = False`` and is passed ``None`` for it
-    (saving two full-size operations per activation in the backward pass).
+    (saving two full-size operations per activation in the backward pass). A rule of the form
+    ``f'(x) * s(g)`` may also write ``signal(g) -> s(g)``: the activation's own backward kernel then
+    multiplies by ``f'(x)`` (:attr:`Activation.chain`) and ``backward`` is not called (the same
+    result, one pass fewer; ``backward`` still defines the rule).
     """
 
     name: ClassVar[str] = "rule"
@@ -270,6 +280,10 @@ class BackwardRule:
 
     def backward(self, g: torch.Tensor, derivative: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def signal(self, g: torch.Tensor) -> torch.Tensor | None:
+        """``s(g)`` for a rule ``f'(x) * s(g)``; ``None`` (the default): call :meth:`backward` instead."""
+        return None
 
     def __call__(self, g: torch.Tensor, derivative: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.backward(g, derivative, x)
@@ -286,6 +300,9 @@ class Gradient(BackwardRule):
 
     def backward(self, g, derivative, x):
         return derivative * g
+
+    def signal(self, g):
+        return g
 
 
 class Deconvnet(BackwardRule):
@@ -305,6 +322,9 @@ class Guided(BackwardRule):
 
     def backward(self, g, derivative, x):
         return g.clamp_min(0).mul_(derivative)      # in place on the new tensor: one allocation fewer
+
+    def signal(self, g):
+        return g.clamp_min(0)
 
 
 #: The built-in rules by name, as accepted by :func:`relu_rule`.
@@ -346,6 +366,9 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         (x,) = ctx.saved_tensors
+        signal = ctx.rule.signal(g)
+        if signal is not None:      # f'(x) * s(g) in the activation's own backward kernel
+            return ctx.activation.chain(signal, x), None, None
         derivative = ctx.activation.derivative(x) if ctx.rule.uses_derivative else None
         return ctx.rule.backward(g, derivative, x), None, None
 

@@ -31,7 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .backward_rules import Activation, recognise
-from .core import Target, as_targets, check_images, check_logits, explaining, resolve_layer, select_scores
+from .core import Target, as_targets, check_images, check_logits, explaining, in_chunks, resolve_layer, select_scores
 
 __all__ = [
     "max_sensitivity",
@@ -81,6 +81,8 @@ def max_sensitivity(
     seed: int = 0,
     keep_prediction: bool = True,
     clip: bool = True,
+    chunk_size: int | None = None,
+    map_at_x: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Max-sensitivity (Yeh et al. 2019) of ``method`` at each image: ``[B]``.
 
@@ -96,8 +98,10 @@ def max_sensitivity(
     predicted for ``x`` count (an explanation *should* change when the decision does); an image with
     no such perturbation gets NaN. With ``clip`` the perturbed images are clipped to [0, 1] (which
     only shrinks ``d``). A map that is zero at ``x`` gives 0 if it stays zero and ``inf`` otherwise.
-    The target stays the one given. ``n_samples + 1`` calls of ``method`` on the batch, and
-    ``n_samples + 1`` forward passes to check the predictions.
+    The target stays the one given. The ``n_samples * B`` perturbed images go to ``method`` (and to
+    the model, to check the predictions) in chunks of at most ``chunk_size`` (by default
+    :func:`~xai_helpers.core.default_chunk_size`), one more call for ``x`` itself unless the caller
+    passes the map it has there as ``map_at_x`` (``method(model, x, target)``, ``[B, ...]``).
     """
     from . import registry
 
@@ -110,20 +114,28 @@ def max_sensitivity(
     targets = as_targets(target, batch, device=x.device)
     with explaining(model), torch.no_grad():
         predicted = check_logits(model(x)).argmax(1)
-    reference = explain(model, x, targets).detach().flatten(1).double()  # [B, D]
+    reference = (explain(model, x, targets) if map_at_x is None else map_at_x).detach().flatten(1).double()  # [B, D]
+    if reference.shape[0] != batch:
+        raise ValueError(f"map_at_x must hold one map per image ({batch}), got {reference.shape[0]} maps")
     scale = reference.norm(dim=1)
     generator = torch.Generator().manual_seed(seed)
     noise = (2 * torch.rand((n_samples, *x.shape[1:]), generator=generator, dtype=torch.float64) - 1) * radius
-    worst = torch.full((batch,), -math.inf, dtype=torch.float64, device=x.device)
-    for d in noise.to(device=x.device, dtype=x.dtype):
-        moved = (x + d).clamp(0, 1) if clip else x + d
-        change = (explain(model, moved, targets).detach().flatten(1).double() - reference).norm(dim=1)
-        ratio = torch.where(scale > 0, change / scale.clamp_min(1e-300), torch.where(change > 0, math.inf, 0.0))
-        if keep_prediction:
-            with explaining(model), torch.no_grad():
-                kept = check_logits(model(moved)).argmax(1) == predicted
-            ratio = torch.where(kept, ratio, -math.inf)
-        worst = torch.maximum(worst, ratio)
+    moved = x[None] + noise.to(device=x.device, dtype=x.dtype)[:, None]              # [S, B, C, H, W]
+    moved = (moved.clamp(0, 1) if clip else moved).flatten(0, 1)                     # [S * B, C, H, W], sample-major
+    repeated = targets.repeat(n_samples)                                             # [S * B]
+
+    def flat_map(m: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:   # -> [n, D]
+        return explain(m, images, classes).detach().flatten(1).double()
+
+    maps = in_chunks(flat_map, model, moved, repeated, chunk_size)                   # [S * B, D]
+    change = (maps.view(n_samples, batch, -1) - reference).norm(dim=2)               # [S, B]
+    ratio = torch.where(scale > 0, change / scale.clamp_min(1e-300), torch.where(change > 0, math.inf, 0.0))
+    if keep_prediction:
+        with explaining(model), torch.no_grad():
+            predictions = in_chunks(lambda m, images, _: check_logits(m(images)).argmax(1), model, moved,
+                                    repeated, chunk_size)
+        ratio = torch.where(predictions.view(n_samples, batch) == predicted, ratio, -math.inf)
+    worst = ratio.amax(0)                                                            # [B]
     worst = torch.where(worst == -math.inf, math.nan, worst)
     return worst.to(x.dtype)
 

@@ -119,6 +119,7 @@ def model_randomization_test(
     cascade: Sequence[Step],
     *,
     seed: int = 0,
+    original: Mapping[str, torch.Tensor] | None = None,
 ) -> SanityResult:
     """Cascading model-parameter randomisation test (Adebayo et al., 2018).
 
@@ -126,14 +127,18 @@ def model_randomization_test(
     values reduced over colours). Each method runs on the trained model and again after every
     step of :func:`cascading_randomization` over ``cascade``. The maps are min-max rescaled per
     image; the similarity to the original map is measured with :func:`spearman_rank_correlation`
-    and :func:`ssim`. The target stays the class chosen on the trained model.
+    and :func:`ssim`. The target stays the class chosen on the trained model. ``original[name]``,
+    the ``[B, H, W]`` maps of the trained model where the caller has them, spares running those
+    methods on it again.
     """
+    original = original or {}
     per_step: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     labels = []
-    for label, randomized in cascading_randomization(model, cascade, seed=seed):
+    for k, (label, randomized) in enumerate(cascading_randomization(model, cascade, seed=seed)):
         labels.append(label)
         for name, method in methods.items():
-            step_maps = method(randomized, x, target).detach()
+            given = original.get(name) if k == 0 else None      # step 0: the unrandomised copy
+            step_maps = (method(randomized, x, target) if given is None else given).detach()
             if step_maps.dim() != 3:
                 raise ValueError(f"method {name!r} must return [B, H, W] maps, got shape {list(step_maps.shape)}")
             per_step[name].append(rescale_maps(step_maps))

@@ -181,8 +181,8 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
     EfficientNet-Lite0's ``head`` channels on the bundled photos) gives an all-zero mask, so its
     masked image *is* the black image. It is not sent through the model again: its score is the black
     image's, computed once, so its ``"increase"`` weight is exactly 0. That saves those passes and
-    changes no weight. The other masked images run ``chunk_size`` at a time (by default
-    :func:`~xai_helpers.core.default_chunk_size`). Same arguments and shapes as :func:`grad_cam`.
+    changes no weight. The other masked images run in equal chunks of at most ``chunk_size`` (by
+    default :func:`~xai_helpers.core.default_chunk_size`). Same arguments and shapes as :func:`grad_cam`.
     """
     check_images(x)
     chunk_size = check_chunk_size(chunk_size, x)
@@ -203,16 +203,18 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
         weights = torch.empty(activations.shape[:2], dtype=logits.dtype, device=x.device)  # [B, K]
         black: torch.Tensor | None = None                                           # [B]: score of x * 0
         for b in range(x.shape[0]):
-            masks = postprocess_maps(activations[b], size, relu=False)               # [K, H, W] in [0, 1]
-            blank = masks.flatten(1).amax(1) == 0                                    # [K]: x * M^k = 0
+            flat = activations[b].flatten(1)                                         # [K, h * w]
+            blank = flat.amax(1) == flat.amin(1)     # [K]: a constant channel scales to M^k = 0, x * M^k = 0
             if blank.any():
                 if black is None:
                     black = score(torch.zeros_like(x), targets)
                 weights[b, blank] = black[b]
             live = (~blank).nonzero()[:, 0]
-            for start in range(0, len(live), chunk_size):
-                channels = live[start : start + chunk_size]
-                masked = x[b] * masks[channels, None]                                # [n, 3, H, W]
+            # Equal chunks (9 channels in chunks of 4 as 3 + 3 + 3, not 4 + 4 + 1), each chunk's masks
+            # upsampled only when it is sent: the memory of one chunk, never [K, H, W].
+            for channels in live.tensor_split(-(-len(live) // chunk_size)) if len(live) else ():
+                masks = postprocess_maps(activations[b, channels], size, relu=False)  # [n, H, W] in [0, 1]
+                masked = x[b] * masks[:, None]                                       # [n, 3, H, W]
                 weights[b, channels] = score(masked, targets[b].expand(len(masked)))
         if weighting == "increase":
             if black is None:

@@ -3,7 +3,7 @@
 :func:`occlusion` (Zeiler & Fergus 2014) slides a window of a constant colour over the image and
 records how much the target score drops; a pixel's attribution is the average drop over all window
 positions that cover it. It needs no gradient, only forward passes (one per window position), which
-run ``chunk_size`` occluded images at a time (by default
+run in equal chunks of at most ``chunk_size`` occluded images (by default
 :func:`~xai_helpers.core.default_chunk_size`).
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def occlusion(
     :func:`window_positions` in both directions: ``P`` positions, so ``P + 1`` forward passes per image.
     The map is signed (a negative value: covering the pixel *raised* the score); ``rescale`` min-max
     scales each map to [0, 1] (for direct calls: the registry's contract returns the unscaled map).
-    The occluded images go through the model ``chunk_size`` at a time.
+    The occluded images go through the model in equal chunks of at most ``chunk_size``.
     """
     check_images(x)
     chunk_size = check_chunk_size(chunk_size, x)
@@ -68,9 +68,10 @@ def occlusion(
         for b in range(x.shape[0]):
             clean = logits[b, targets[b]]
             drops = torch.empty(len(covered), dtype=x.dtype, device=x.device)  # [P]
-            for start in range(0, len(covered), chunk_size):
-                hidden = covered[start : start + chunk_size, None]           # [n, 1, H, W]
+            # Equal chunks (9 windows in chunks of 4 as 3 + 3 + 3, not 4 + 4 + 1): as many passes, none tiny.
+            for chunk in torch.arange(len(covered), device=x.device).tensor_split(-(-len(covered) // chunk_size)):
+                hidden = covered[chunk, None]                                # [n, 1, H, W]
                 occluded = torch.where(hidden, torch.as_tensor(baseline, dtype=x.dtype), x[b])
-                drops[start : start + chunk_size] = clean - model(occluded)[:, targets[b]]
+                drops[chunk] = clean - model(occluded)[:, targets[b]]
             maps[b] = torch.einsum("p,phw->hw", drops, covered.to(x.dtype)) / counts
     return rescale_maps(maps) if rescale else maps

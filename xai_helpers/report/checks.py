@@ -177,7 +177,8 @@ def _require_map(ctx: Context) -> None:
 def randomisation(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
     steps = cascade_layers(ctx.model)[: ctx.settings.get("cascade_steps", 1)]
-    result = sanity.model_randomization_test(ctx.model, ctx.x, [ctx.target], {"m": ctx.heatmap}, steps, seed=ctx.seed)
+    result = sanity.model_randomization_test(ctx.model, ctx.x, [ctx.target], {"m": ctx.heatmap}, steps, seed=ctx.seed,
+                                             original={"m": ctx.map})
     curve = [float(v) for v in result.spearman["m"][:, 0]]  # [1 + steps]: 1 first, then each step
     return {"value": curve[1], "curve": curve, "layers": result.labels}
 
@@ -312,7 +313,7 @@ def stability(ctx: Context) -> dict[str, Any]:
     _require_map(ctx)
     radius, samples = ctx.settings.get("radius", 2 / 255), ctx.settings.get("noise_samples", 4)
     sensitivity = max_sensitivity(ctx.heatmap, ctx.model, ctx.x, [ctx.target], radius=radius, n_samples=samples,
-                                  seed=ctx.seed)
+                                  seed=ctx.seed, map_at_x=ctx.map)
     return {"value": float(sensitivity[0])}
 
 

@@ -2,8 +2,10 @@
 
 One row per image, method and check (``value``, the detail as JSON, and a status: ``"ok"``, or
 ``"error"`` with the message), and one row per image (its status and any note, e.g. "converted from
-grey-scale"). Rows are written as soon as they are computed, so a run that is killed loses at most
-the image in progress, and a run started again skips what is stored (:meth:`ResultStore.done`).
+grey-scale"). An image's rows are committed together with its own row, when the image is done
+(:meth:`ResultStore.note_image`), so a run that is killed loses at most the image in progress, and a
+run started again skips what is stored (:meth:`ResultStore.done`); one commit per image rather than
+per row spares a disk write (an fsync) per row.
 Several processes never share a file: each writes its own (``results-rank{r}.sqlite``), and
 :func:`merge` reads them all.
 """
@@ -52,22 +54,26 @@ class ResultStore:
         self.db.executescript(_SCHEMA)
 
     def add(self, row: Row) -> None:
-        """Store ``row`` (replacing an earlier one for the same image, method and check) and commit."""
+        """Store ``row`` (replacing an earlier one for the same image, method and check); committed by
+        the image's :meth:`note_image` (or :meth:`commit`)."""
         value = None if math.isnan(row.value) else row.value
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
             (row.image, row.method, row.check, value, json.dumps(row.detail), row.status, row.message),
         )
-        self.db.commit()
 
     def note_image(self, image: str, status: str, note: str = "") -> None:
         """Record an image's status (``"ok"`` or ``"error"``) and a note for the reader (an empty note
-        keeps the one recorded before)."""
+        keeps the one recorded before), and commit it with the image's rows."""
         self.db.execute(
             "INSERT INTO images VALUES (?, ?, ?) ON CONFLICT(image) DO UPDATE SET status = excluded.status, "
             "note = CASE WHEN excluded.note = '' THEN images.note ELSE excluded.note END",
             (image, status, note),
         )
+        self.db.commit()
+
+    def commit(self) -> None:
+        """Write what was added since the last commit to the file."""
         self.db.commit()
 
     def done(self) -> set[tuple[str, str, str]]:
@@ -90,6 +96,8 @@ class ResultStore:
         return {image: (status, note) for image, status, note in self.db.execute("SELECT * FROM images ORDER BY image")}
 
     def close(self) -> None:
+        """Commit and close (rows added since an image's :meth:`note_image` are kept too)."""
+        self.db.commit()
         self.db.close()
 
 
@@ -103,4 +111,5 @@ def merge(paths: Iterable[str | Path], into: ResultStore | None = None) -> Resul
         for image, (status, note) in part.images().items():
             merged.note_image(image, status, note)
         part.close()
+    merged.commit()
     return merged
