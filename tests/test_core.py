@@ -1,4 +1,6 @@
 """Tests for xai_helpers.core: input checks, layer resolution, state restore, activation capture."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -296,3 +298,19 @@ def test_check_chunk_size_keeps_a_given_size_and_fills_in_the_default():
     x = torch.zeros(2, 3, 112, 112)
     assert check_chunk_size(None, x) == 16 and check_chunk_size(5, x) == 5
     assert check_chunk_size(np.int64(3), x) == 3
+
+
+@pytest.mark.parametrize("n, size", [(9, 4), (39, 32), (8, 4), (3, 10), (1, 1), (17, 5)])
+def test_equal_chunks_are_as_few_as_chunk_size_allows_and_differ_by_at_most_one(n, size):
+    from xai_helpers.core import equal_chunks
+
+    chunks = equal_chunks(torch.arange(n), size)
+    lengths = [len(c) for c in chunks]
+    assert len(chunks) == math.ceil(n / size) and max(lengths) <= size and max(lengths) - min(lengths) <= 1
+    assert torch.equal(torch.cat(chunks), torch.arange(n))                   # every row once, in order
+
+
+def test_equal_chunks_of_nothing_is_no_chunk():
+    from xai_helpers.core import equal_chunks
+
+    assert equal_chunks(torch.zeros(0, 3), 4) == ()

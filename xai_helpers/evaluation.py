@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, as_targets, check_chunk_size, check_images, explaining
+from .core import Target, as_targets, check_chunk_size, check_images, equal_chunks, explaining
 
 __all__ = [
     "energy_in_mask",
@@ -199,9 +199,7 @@ def _curves(
             clean = score_of(logits.detach().to(x.device), torch.arange(x.shape[0], device=x.device)).to(x.dtype)
             for k, kind in enumerate(kinds):
                 scores[k, :, 0 if kind == "deletion" else last] = clean
-        # Equal chunks (39 jobs as 20 + 19, not 32 + 7): as many forwards, each at most chunk_size, and
-        # on a CPU a smaller batch costs less per image.
-        for chunk in jobs.tensor_split(max(1, -(-len(jobs) // chunk_size))):
+        for chunk in equal_chunks(jobs, chunk_size):      # 39 jobs in chunks of 32 as 20 + 19
             b, (insertion, s) = chunk[:, 0], spec[chunk[:, 1]].unbind(1)
             switched = (rank[b] < counts[s, None, None])[:, None]                  # [n, 1, H, W]
             # Deletion switches x to the baseline, insertion the baseline to x.

@@ -30,6 +30,7 @@ from ..core import (
     check_chunk_size,
     check_images,
     check_logits,
+    equal_chunks,
     explaining,
     postprocess_maps,
     probabilities,
@@ -210,9 +211,8 @@ def score_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
                     black = score(torch.zeros_like(x), targets)
                 weights[b, blank] = black[b]
             live = (~blank).nonzero()[:, 0]
-            # Equal chunks (9 channels in chunks of 4 as 3 + 3 + 3, not 4 + 4 + 1), each chunk's masks
-            # upsampled only when it is sent: the memory of one chunk, never [K, H, W].
-            for channels in live.tensor_split(-(-len(live) // chunk_size)) if len(live) else ():
+            # Each chunk's masks are upsampled only when it is sent: the memory of one chunk, never [K, H, W].
+            for channels in equal_chunks(live, chunk_size):
                 masks = postprocess_maps(activations[b, channels], size, relu=False)  # [n, H, W] in [0, 1]
                 masked = x[b] * masks[:, None]                                       # [n, 3, H, W]
                 weights[b, channels] = score(masked, targets[b].expand(len(masked)))

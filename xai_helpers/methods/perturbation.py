@@ -11,7 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import Target, as_targets, check_chunk_size, check_images, check_logits, explaining, rescale_maps
+from ..core import (
+    Target,
+    as_targets,
+    check_chunk_size,
+    check_images,
+    check_logits,
+    equal_chunks,
+    explaining,
+    rescale_maps,
+)
 from ..registry import register
 
 __all__ = ["window_positions", "occlusion"]
@@ -68,8 +77,7 @@ def occlusion(
         for b in range(x.shape[0]):
             clean = logits[b, targets[b]]
             drops = torch.empty(len(covered), dtype=x.dtype, device=x.device)  # [P]
-            # Equal chunks (9 windows in chunks of 4 as 3 + 3 + 3, not 4 + 4 + 1): as many passes, none tiny.
-            for chunk in torch.arange(len(covered), device=x.device).tensor_split(-(-len(covered) // chunk_size)):
+            for chunk in equal_chunks(torch.arange(len(covered), device=x.device), chunk_size):
                 hidden = covered[chunk, None]                                # [n, 1, H, W]
                 occluded = torch.where(hidden, torch.as_tensor(baseline, dtype=x.dtype), x[b])
                 drops[chunk] = clean - model(occluded)[:, targets[b]]
