@@ -36,9 +36,9 @@ OPTIONS: dict[str, dict] = {
 
 
 def worker(batch: int, size: int, names: list[str] | None) -> None:
-    """Time each method once (after a warm-up call) and print ``{name: seconds}`` as JSON."""
+    """Time each method once (after warm-up calls) and print ``{name: seconds}`` as JSON."""
     import torch
-    import torch.utils.benchmark as benchmark
+    from timing import seconds_per_call
 
     from xai_helpers import core, registry
     from xai_helpers.data import sample_image
@@ -62,9 +62,7 @@ def worker(batch: int, size: int, names: list[str] | None) -> None:
         def call(name: str = name, options: dict = options) -> torch.Tensor:
             return registry.attribute(name, model, x, targets, **options)
 
-        call()   # warm-up: first-call allocations and one-off checks
-        timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())
-        seconds[name] = timer.timeit(1).median
+        seconds[name] = seconds_per_call(call)   # after the Timer's own warm-up calls
     print(json.dumps(seconds))
 
 
