@@ -232,6 +232,14 @@ def captum_occlusion(window: int, stride: int, baseline: float, per_eval: int) -
     return build
 
 
+def occlusion_pair(window: int, stride: int, baseline: float = 0.5) -> Pair:
+    """Our occlusion against captum's at 64 and at 4 occluded images per forward pass."""
+    return Pair(f"occlusion {window}/{stride}, grey", "occlusion", "lite0", compare="raw",
+                options=dict(window=window, stride=stride, baseline=baseline),
+                peers=lambda s: ({f"captum b{b}": captum_occlusion(window, stride, baseline, b)(s) for b in (64, 4)}
+                                 if has("captum.attr") else {}))
+
+
 def captum_guided_grad_cam(s: Setting) -> Fn:
     from captum.attr import GuidedGradCam
 
@@ -389,13 +397,8 @@ PAIRS: list[Pair] = [
     # A shallow layer: 16 channels at 112 x 112, so the masks, not the forward passes, weigh more.
     Pair("Score-CAM (softmax) at blocks.0", "score_cam", "lite0", compare="map", options=dict(weighting="softmax"),
          peers=cam_peers("ScoreCAM", "ScoreCAM", batch_sizes=(32, 4)), layer="blocks.0"),
-    Pair("occlusion 16/8, grey", "occlusion", "lite0", compare="raw", options=dict(window=16, stride=8, baseline=0.5),
-         peers=lambda s: ({f"captum b{b}": captum_occlusion(16, 8, 0.5, b)(s) for b in (64, 4)}
-                          if has("captum.attr") else {})),
-    Pair("occlusion 112/56, grey", "occlusion", "lite0", compare="raw",
-         options=dict(window=112, stride=56, baseline=0.5),
-         peers=lambda s: ({f"captum b{b}": captum_occlusion(112, 56, 0.5, b)(s) for b in (64, 4)}
-                          if has("captum.attr") else {})),
+    occlusion_pair(16, 8),
+    occlusion_pair(112, 56),
     Pair("saliency", "saliency", "lite0", peers=captum_peer(captum_simple("Saliency", abs=False))),
     Pair("deconvnet (ResNet-18)", "deconvnet", "resnet18", peers=captum_peer(captum_simple("Deconvolution"))),
     Pair("guided backprop (ResNet-18)", "guided_backprop", "resnet18", peers=guided_peers),
